@@ -1,0 +1,11 @@
+"""Registration of mpn_plugin's models, datasets and engines with torchreid (at import)."""
+_DONE = False
+
+
+def register() -> None:
+    """Register models with torchreid's factory, datasets with ``register_image_dataset`` and
+    engines in :data:`mpn_plugin.engine.ENGINES`. Idempotent."""
+    global _DONE
+    if _DONE:
+        return
+    _DONE = True
