@@ -95,10 +95,14 @@ def register_model(name: str, fn: Callable, overwrite: bool = False) -> None:
     factory[name] = fn
 
 
-def register_image_dataset(name: str, cls) -> None:
-    """Register ``cls`` with torchreid; re-registering the same class is a no-op."""
+def register_image_dataset(name: str, cls, overwrite: bool = False) -> None:
+    """Register ``cls`` with torchreid; re-registering the same class is a no-op, and
+    ``overwrite=True`` replaces an earlier registration (e.g. with new options)."""
     registry = vars(datasets)["__image_datasets"]
     if registry.get(name) is cls:
+        return
+    if overwrite:
+        registry[name] = cls
         return
     if name in registry:
         raise KeyError(f"dataset name '{name}' is already registered with torchreid by {registry[name]}")

@@ -8,4 +8,6 @@ def register() -> None:
     global _DONE
     if _DONE:
         return
+    from .models import register_models
+    register_models()
     _DONE = True

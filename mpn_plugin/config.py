@@ -1,0 +1,216 @@
+"""Configuration: a torchreid-style default config plus MPN's own node.
+
+The PyPI torchreid ships no ``scripts/default_config.py``, so :func:`get_default_config` provides
+the same node layout (``model, data, market1501, cuhk03, sampler, train, sgd, adam, rmsprop,
+loss, test``) and :func:`add_mpn_config` adds ``engine`` and ``mpn`` (detectron2 style). YAML files
+and trailing ``opts`` overrides are merged on top; unknown keys are rejected by yacs.
+
+Examples::
+
+    >>> cfg = get_default_config()
+    >>> cfg.merge_from_file('configs/mpn_synthetic.yaml')
+    >>> cfg.merge_from_list(['train.max_epoch', '2'])
+"""
+from __future__ import annotations
+
+from yacs.config import CfgNode as CN
+
+
+def get_default_config() -> CN:
+    """torchreid's default configuration nodes, with :func:`add_mpn_config` applied."""
+    cfg = CN()
+
+    cfg.model = CN()
+    cfg.model.name = "mpn"
+    cfg.model.pretrained = False  # True needs internet (ImageNet weights): fails offline
+    cfg.model.load_weights = ""   # weights of the whole model (e.g. for test_only)
+    cfg.model.resume = ""         # checkpoint to resume training from
+
+    cfg.data = CN()
+    cfg.data.type = "image"
+    cfg.data.root = "data"
+    cfg.data.sources = ["synthetic_pedestrians"]
+    cfg.data.targets = ["synthetic_pedestrians"]
+    cfg.data.workers = 2
+    cfg.data.split_id = 0
+    cfg.data.height = 256
+    cfg.data.width = 128
+    cfg.data.combineall = False
+    cfg.data.transforms = ["random_flip"]
+    cfg.data.k_tfm = 1
+    cfg.data.norm_mean = [0.485, 0.456, 0.406]
+    cfg.data.norm_std = [0.229, 0.224, 0.225]
+    cfg.data.save_dir = "log"
+    cfg.data.load_train_targets = False
+
+    cfg.market1501 = CN()
+    cfg.market1501.use_500k_distractors = False
+    cfg.cuhk03 = CN()
+    cfg.cuhk03.labeled_images = False
+    cfg.cuhk03.classic_split = False
+    cfg.cuhk03.use_metric_cuhk03 = False
+
+    cfg.sampler = CN()
+    cfg.sampler.train_sampler = "RandomIdentitySampler"
+    cfg.sampler.train_sampler_t = "RandomSampler"
+    cfg.sampler.num_instances = 8  # A (images per identity); batch_size = S * A
+    cfg.sampler.num_cams = 1
+    cfg.sampler.num_datasets = 1
+
+    cfg.train = CN()
+    cfg.train.optim = "sgd"
+    cfg.train.lr = 0.01
+    cfg.train.weight_decay = 5e-4
+    cfg.train.max_epoch = 70
+    cfg.train.start_epoch = 0
+    cfg.train.batch_size = 48
+    cfg.train.fixbase_epoch = 0
+    cfg.train.open_layers = ["main_heads", "auxiliary_heads", "main_classifier",
+                             "auxiliary_classifier"]
+    cfg.train.staged_lr = False
+    cfg.train.new_layers = ["main_heads", "auxiliary_heads", "main_classifier",
+                            "auxiliary_classifier"]
+    cfg.train.base_lr_mult = 1.0
+    cfg.train.lr_scheduler = "single_step"
+    cfg.train.stepsize = [20]
+    cfg.train.gamma = 0.1
+    cfg.train.warmup_epochs = 0  # linear lr warm-up (epochs), 0 = off
+    cfg.train.print_freq = 20
+    cfg.train.seed = 1
+
+    cfg.sgd = CN()
+    cfg.sgd.momentum = 0.9
+    cfg.sgd.dampening = 0.0
+    cfg.sgd.nesterov = False
+    cfg.rmsprop = CN()
+    cfg.rmsprop.alpha = 0.99
+    cfg.adam = CN()
+    cfg.adam.beta1 = 0.9
+    cfg.adam.beta2 = 0.999
+
+    cfg.loss = CN()
+    cfg.loss.name = "triplet"  # for torchreid's own engines (baselines): softmax | triplet
+    cfg.loss.softmax = CN()
+    cfg.loss.softmax.label_smooth = True
+    cfg.loss.triplet = CN()
+    cfg.loss.triplet.margin = 0.3
+    cfg.loss.triplet.weight_t = 1.0
+    cfg.loss.triplet.weight_x = 1.0
+
+    cfg.test = CN()
+    cfg.test.batch_size = 100
+    cfg.test.dist_metric = "cosine"     # Eq. 11
+    cfg.test.normalize_feature = True
+    cfg.test.ranks = [1, 5, 10, 20]
+    cfg.test.evaluate = False           # test only
+    cfg.test.eval_freq = -1
+    cfg.test.start_eval = 0
+    cfg.test.rerank = False
+    cfg.test.visrank = False
+    cfg.test.visrank_topk = 10
+    cfg.test.flip = False               # add features of the flipped image (authors' release)
+
+    add_mpn_config(cfg)
+    return cfg
+
+
+def add_mpn_config(cfg: CN) -> CN:
+    """Add the ``engine`` and ``mpn`` nodes (every ablation switch of Tables 1-4, Fig. 7, 10)."""
+    cfg.engine = CN()
+    cfg.engine.name = "mpn"  # a key of mpn_plugin.engine.ENGINES: mpn | softmax | triplet
+
+    cfg.mpn = CN()
+    # architecture (Sec. 3.3)
+    cfg.mpn.backbone = "resnet50"
+    cfg.mpn.last_stride = 1
+    cfg.mpn.num_parts = 6              # K (Fig. 7)
+    cfg.mpn.dim = 512
+    cfg.mpn.use_attention = True       # CA (MPN vs MPN°)
+    cfg.mpn.attention_reduction = 4
+    cfg.mpn.tasks = "mt_at"            # mt_at | mt_only | at_only (Baseline)
+    cfg.mpn.share_conv1 = True         # C1-S
+    cfg.mpn.share_conv2 = True         # C2-S
+    cfg.mpn.share_attention = True
+    cfg.mpn.share_bn = True            # shared convs also share their BN (authors' release)
+    cfg.mpn.prior_variant = "full"     # full | roi_resize | uniform (Table 2)
+    cfg.mpn.backbone_weights = ""      # local backbone weights (torchvision/torchreid)
+    cfg.mpn.init_weights = ""          # IDE checkpoint (Sec. 5.1) for the backbone
+
+    # losses (Eq. 1, 3, 8, 10; Tables 3-4; Fig. 10)
+    cfg.mpn.loss = CN()
+    cfg.mpn.loss.id_weight = 1.0
+    cfg.mpn.loss.label_smooth = 0.0          # 0 = plain cross-entropy as in Eq. 1
+    cfg.mpn.loss.triplet_weight = 1.0
+    cfg.mpn.loss.triplet_margin = 0.2        # alpha
+    cfg.mpn.loss.triplet_input = "h"         # h | h_plus_g ("sample-wise [10]" of Tables 3-4)
+    cfg.mpn.loss.triplet_start_epoch = 0     # warm-up: triplet term off before this epoch
+    cfg.mpn.loss.alignment = "class_wise"    # class_wise | sample_wise | batch_wise | none
+    cfg.mpn.loss.alignment_weight = 1.0      # lambda
+    cfg.mpn.loss.soft_sharing_layer = ""     # "" | conv1 | conv2 (Fig. 10)
+    cfg.mpn.loss.soft_sharing_weight = 0.0   # 0.01 | 0.1 | 1 | 10 in Fig. 10
+
+    # coarse priors (Sec. 3.2) and data
+    cfg.mpn.prior = CN()
+    cfg.mpn.prior.cache_file = ""            # "" = <dataset dir>/priors_*.npz (the only one)
+    cfg.mpn.prior.on_missing = "error"       # error | uniform (counted warning)
+    cfg.mpn.prior.binarize_threshold = 0.5
+    cfg.mpn.prior.offline_translation_copies = 1   # paper: 5 (training set enlarged 5x)
+    cfg.mpn.prior.offline_translation_max_shift = [0.1, 0.1]  # fraction of (height, width)
+    return cfg
+
+
+def mpn_model_kwargs(cfg: CN) -> dict:
+    """MPNConfig fields from ``cfg.mpn``."""
+    from .models import SharingConfig
+    m = cfg.mpn
+    return dict(
+        backbone=m.backbone, last_stride=m.last_stride, num_parts=m.num_parts, dim=m.dim,
+        use_attention=m.use_attention, attention_reduction=m.attention_reduction, tasks=m.tasks,
+        sharing=SharingConfig(conv1=m.share_conv1, conv2=m.share_conv2,
+                              attention=m.share_attention, batchnorm=m.share_bn),
+        prior_variant=m.prior_variant, backbone_weights=m.backbone_weights)
+
+
+def imagedata_kwargs(cfg: CN, use_gpu: bool) -> dict:
+    """Arguments of torchreid's ``ImageDataManager``."""
+    return dict(
+        root=cfg.data.root, sources=cfg.data.sources, targets=cfg.data.targets,
+        height=cfg.data.height, width=cfg.data.width, transforms=cfg.data.transforms,
+        k_tfm=cfg.data.k_tfm, norm_mean=cfg.data.norm_mean, norm_std=cfg.data.norm_std,
+        use_gpu=use_gpu, split_id=cfg.data.split_id, combineall=cfg.data.combineall,
+        load_train_targets=cfg.data.load_train_targets, batch_size_train=cfg.train.batch_size,
+        batch_size_test=cfg.test.batch_size, workers=cfg.data.workers,
+        num_instances=cfg.sampler.num_instances, num_cams=cfg.sampler.num_cams,
+        num_datasets=cfg.sampler.num_datasets, train_sampler=cfg.sampler.train_sampler,
+        train_sampler_t=cfg.sampler.train_sampler_t, cuhk03_labeled=cfg.cuhk03.labeled_images,
+        cuhk03_classic_split=cfg.cuhk03.classic_split,
+        market1501_500k=cfg.market1501.use_500k_distractors)
+
+
+def optimizer_kwargs(cfg: CN) -> dict:
+    """Arguments of torchreid's ``build_optimizer``."""
+    return dict(
+        optim=cfg.train.optim, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
+        momentum=cfg.sgd.momentum, sgd_dampening=cfg.sgd.dampening,
+        sgd_nesterov=cfg.sgd.nesterov, rmsprop_alpha=cfg.rmsprop.alpha,
+        adam_beta1=cfg.adam.beta1, adam_beta2=cfg.adam.beta2, staged_lr=cfg.train.staged_lr,
+        new_layers=cfg.train.new_layers, base_lr_mult=cfg.train.base_lr_mult)
+
+
+def lr_scheduler_kwargs(cfg: CN) -> dict:
+    """Arguments of torchreid's ``build_lr_scheduler``."""
+    return dict(lr_scheduler=cfg.train.lr_scheduler, stepsize=cfg.train.stepsize,
+                gamma=cfg.train.gamma, max_epoch=cfg.train.max_epoch)
+
+
+def engine_run_kwargs(cfg: CN) -> dict:
+    """Arguments of torchreid's ``Engine.run``."""
+    return dict(
+        save_dir=cfg.data.save_dir, max_epoch=cfg.train.max_epoch,
+        start_epoch=cfg.train.start_epoch, fixbase_epoch=cfg.train.fixbase_epoch,
+        open_layers=cfg.train.open_layers, start_eval=cfg.test.start_eval,
+        eval_freq=cfg.test.eval_freq, test_only=cfg.test.evaluate,
+        print_freq=cfg.train.print_freq, dist_metric=cfg.test.dist_metric,
+        normalize_feature=cfg.test.normalize_feature, visrank=cfg.test.visrank,
+        visrank_topk=cfg.test.visrank_topk, use_metric_cuhk03=cfg.cuhk03.use_metric_cuhk03,
+        ranks=cfg.test.ranks, rerank=cfg.test.rerank)

@@ -1,0 +1,202 @@
+"""MPN: Multi-task Part-aware Network (Ding et al., TPAMI 2020), Fig. 3.
+
+Training: a backbone gives F; for each of K parts a main task (MT, head k on the whole F) and an
+auxiliary task (AT, the same head k on the part map P_k cut from F with the coarse prior,
+Fig. 5b); separate classifiers W_k^mt, W_k^at (the only unshared parameters under full PSA).
+Inference (Sec. 4): ATs are not run; the image representation is h = [f_1, ..., f_K] (Eq. 2),
+compared with cosine similarity (Eq. 11).
+
+Every ablation of Tables 1-2 and Fig. 10 is a constructor option (see :class:`MPNConfig`):
+
+========================  ====================================================================
+Table 1 row               options
+========================  ====================================================================
+Baseline                  tasks='at_only', prior_variant='uniform'
+MT Only                   tasks='mt_only'
+Naive MTL                 sharing all False (and no CF loss in the engine)
+C1-S / C2-S / C1-S+C2-S   sharing.conv1 / sharing.conv2 / both
+FSA alone                 sharing all False + class-wise CF loss
+MPN° (``mpn_o``)          sharing conv1+conv2, use_attention=False, CF loss
+MPN (``mpn``)             sharing conv1+conv2+CA, use_attention=True, CF loss
+========================  ====================================================================
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+import torch
+import torch.nn as nn
+
+from .backbones import build_backbone
+from .part_head import GroupedLinear, PartHeads, SharingConfig, build_task_heads
+from .part_maps import PRIOR_VARIANTS, part_feature_maps
+
+TASKS = ("mt_at", "mt_only", "at_only")
+
+
+@dataclass
+class MPNConfig:
+    """Hyper-parameters of :class:`MPN`; defaults reproduce the paper's MPN (Sec. 3.3, 5.1).
+
+    Attributes:
+        backbone (str): torchreid backbone name (``resnet50`` in the paper).
+        last_stride (int): ResNet layer4 stride (1: F is 24x8 at 384x128).
+        num_parts (int): K.
+        dim (int): channels of both 1x1 convs (512).
+        use_attention (bool): channel attention (CA) after GMP (MPN: True, MPN°: False).
+        attention_reduction (int): CA reduction rate (4 in the authors' release).
+        tasks (str): ``mt_at`` (MTL), ``mt_only`` (MT Only) or ``at_only`` (Baseline).
+        sharing (SharingConfig): PSA switches.
+        prior_variant (str): ``full``, ``roi_resize`` or ``uniform`` (Table 2).
+        backbone_weights (str): optional local weights for the backbone (e.g. the IDE model).
+    """
+    backbone: str = "resnet50"
+    last_stride: int = 1
+    num_parts: int = 6
+    dim: int = 512
+    use_attention: bool = True
+    attention_reduction: int = 4
+    tasks: str = "mt_at"
+    sharing: SharingConfig = field(default_factory=SharingConfig)
+    prior_variant: str = "full"
+    backbone_weights: str = ""
+
+    def __post_init__(self):
+        if isinstance(self.sharing, dict):
+            self.sharing = SharingConfig(**self.sharing)
+        if self.tasks not in TASKS:
+            raise ValueError(f"mpn tasks='{self.tasks}' is not one of {TASKS}")
+        if self.prior_variant not in PRIOR_VARIANTS:
+            raise ValueError(f"mpn prior_variant='{self.prior_variant}' is not one of {PRIOR_VARIANTS}")
+        if self.num_parts < 1:
+            raise ValueError(f"mpn num_parts must be >= 1, got {self.num_parts}")
+
+
+class MPN(nn.Module):
+    """Multi-task Part-aware Network (Fig. 3).
+
+    Args:
+        num_classes (int): training identities.
+        config (MPNConfig): architecture and ablation switches.
+        loss (str): torchreid's loss name (kept for factory compatibility; the MPN engine
+            decides which loss terms are used).
+
+    Forward:
+        * eval: ``model(x)`` -> h (B, K*D) (Baseline: g); ``return_featuremaps=True`` -> F.
+        * train: ``model(x, prior_mask, prior_roi)`` -> dict with ``mt_logits``/``at_logits``
+          (K, B, num_classes), ``h``/``g`` (B, K*D), ``mt_features``/``at_features`` (B, K, D);
+          entries of an absent task are None.
+
+    Examples::
+
+        >>> model = MPN(num_classes=10, config=MPNConfig(backbone='resnet18'))
+        >>> model.eval()(torch.zeros(2, 3, 256, 128)).shape
+        torch.Size([2, 3072])
+    """
+
+    def __init__(self, num_classes: int, config: Optional[MPNConfig] = None, loss: str = "triplet",
+                 **overrides):
+        super().__init__()
+        config = dataclasses.replace(config or MPNConfig(), **overrides)
+        self.config = config
+        self.loss = loss
+        self.num_classes = num_classes
+        self.backbone = build_backbone(config.backbone, config.last_stride,
+                                       weights=config.backbone_weights)
+        K, D = config.num_parts, config.dim
+        self.main_heads, self.auxiliary_heads = build_task_heads(
+            K, self.backbone.out_channels, D, config.use_attention, config.attention_reduction,
+            config.sharing, with_main=config.tasks != "at_only",
+            with_auxiliary=config.tasks != "mt_only")
+        # W_k^mt and W_k^at (Eq. 1): N(0, 0.001) init, bias 0, as in the authors' release.
+        self.main_classifier = (GroupedLinear(K, D, num_classes, bias=True, init_std=1e-3)
+                                if self.main_heads is not None else None)
+        self.auxiliary_classifier = (GroupedLinear(K, D, num_classes, bias=True, init_std=1e-3)
+                                     if self.auxiliary_heads is not None else None)
+
+    # ------------------------------------------------------------------ tasks
+    @property
+    def num_parts(self) -> int:
+        return self.config.num_parts
+
+    @property
+    def feature_dim(self) -> int:
+        """Dimension of the test-time representation h (K * D)."""
+        return self.config.num_parts * self.config.dim
+
+    def main_task(self, feature_map: torch.Tensor) -> torch.Tensor:
+        """f_1..f_K: every head on the whole F. (B, C, H, W) -> (B, K, D)."""
+        return self.main_heads.forward_whole(feature_map)
+
+    def auxiliary_task(self, feature_map: torch.Tensor, prior_mask: Optional[torch.Tensor] = None,
+                       prior_roi: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """z_1..z_K: head k on P_k (Fig. 5b). (B, C, H, W) -> (B, K, D)."""
+        parts = part_feature_maps(feature_map, self.num_parts, prior_mask, prior_roi,
+                                  self.config.prior_variant)
+        return self.auxiliary_heads.forward_parts(parts)
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, x: torch.Tensor, prior_mask: Optional[torch.Tensor] = None,
+                prior_roi: Optional[torch.Tensor] = None, return_featuremaps: bool = False):
+        feature_map = self.backbone(x)                              # F: (B, C, H, W)
+        if return_featuremaps:
+            return feature_map
+        if not self.training:
+            # Sec. 4: ATs removed; Baseline keeps its ATs on uniform division (Sec. 5.2.1).
+            if self.main_heads is not None:
+                return self.main_task(feature_map).flatten(1)       # h (Eq. 2): (B, K*D)
+            return self.auxiliary_task(feature_map).flatten(1)      # g
+        out: Dict[str, Optional[torch.Tensor]] = dict.fromkeys(
+            ("mt_features", "at_features", "mt_logits", "at_logits", "h", "g"))
+        if self.main_heads is not None:
+            f = self.main_task(feature_map)                         # (B, K, D)
+            out.update(mt_features=f, h=f.flatten(1),
+                       mt_logits=self.main_classifier(f).transpose(0, 1))   # (K, B, classes)
+        if self.auxiliary_heads is not None:
+            z = self.auxiliary_task(feature_map, prior_mask, prior_roi)
+            out.update(at_features=z, g=z.flatten(1),
+                       at_logits=self.auxiliary_classifier(z).transpose(0, 1))
+        return out
+
+    # ------------------------------------------------------------------ helpers
+    def soft_sharing_pairs(self, layer: str) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+        """(MT, AT) parameter pairs of one unshared conv layer ('conv1' or 'conv2'), for the
+        soft parameter sharing penalty of Fig. 10 / Sec. 5.3.2."""
+        if self.main_heads is None or self.auxiliary_heads is None:
+            raise ValueError("soft parameter sharing needs both tasks (tasks='mt_at')")
+        attr = {"conv1": "first", "conv2": "second"}.get(layer)
+        if attr is None:
+            raise ValueError(f"soft sharing layer must be 'conv1' or 'conv2', got '{layer}'")
+        mt, at = getattr(self.main_heads, attr).conv, getattr(self.auxiliary_heads, attr).conv
+        if mt is at:
+            raise ValueError(f"{layer} is hard-shared (mpn.share_{layer}=True); soft sharing "
+                             "needs it unshared")
+        return [(mt.weight, at.weight)]
+
+    def classifier_parameters(self) -> List[nn.Parameter]:
+        """Parameters of the classification layers (excluded from the paper's counts)."""
+        return [p for m in (self.main_classifier, self.auxiliary_classifier) if m is not None
+                for p in m.parameters()]
+
+    def test_time_modules(self) -> List[nn.Module]:
+        """Modules that run at inference: backbone + MT heads (Baseline: AT heads)."""
+        heads = self.main_heads if self.main_heads is not None else self.auxiliary_heads
+        return [self.backbone, heads]
+
+    def init_weights(self, path: str) -> None:
+        """Initialise the backbone from an IDE checkpoint (Sec. 5.1: a ResNet trained with
+        softmax by torchreid on the same dataset)."""
+        self.backbone.load_weights(path)
+
+
+def count_parameters(modules) -> int:
+    """Number of distinct parameter elements in ``modules`` (shared tensors counted once)."""
+    seen, total = set(), 0
+    for m in modules:
+        for p in m.parameters():
+            if id(p) not in seen:
+                seen.add(id(p))
+                total += p.numel()
+    return total

@@ -1,0 +1,220 @@
+"""The K part heads of MPN (Sec. 3.3, Fig. 3, Fig. 6).
+
+Head k = 1x1 conv (C -> D) + BN + ReLU -> global max pooling (GMP) -> optional channel
+attention (CA) -> 1x1 conv (D -> D) + BN + ReLU, giving f_k (main task, input F) or z_k
+(auxiliary task, input P_k). D = 512 in the paper.
+
+The K heads of one task are stored stacked (one weight of shape (K, out, in) per layer) so that
+all K first convs on F run as one GEMM (they share their input) and all heads of a batch run in
+a few batched matmuls; head k is slice k of every stacked weight. Parameter space alignment
+(PSA) is hard sharing of layers between the MT and AT head sets: two :class:`PartHeads` built
+with :func:`build_task_heads` hold the *same* module objects for shared layers.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import torch
+import torch.nn as nn
+
+
+class GroupedLinear(nn.Module):
+    """K independent linear maps (equivalently K 1x1 convs), applied part-wise.
+
+    Args:
+        num_groups (int): K.
+        in_features (int): input channels of each map.
+        out_features (int): output channels of each map.
+        bias (bool): add a bias (off when a BN follows).
+        init_std (float, optional): normal init with this std (classifiers, as the authors'
+            release: 0.001); default He (fan-in) init as for convs.
+
+    Examples::
+
+        >>> lin = GroupedLinear(6, 2048, 512)
+        >>> lin(torch.zeros(4, 6, 2048)).shape      # part-wise vectors
+        torch.Size([4, 6, 512])
+        >>> lin(torch.zeros(4, 6, 2048, 32)).shape  # part-wise maps, L = h*w positions
+        torch.Size([4, 6, 512, 32])
+        >>> lin.shared_input(torch.zeros(4, 2048, 192)).shape  # one input for all K maps
+        torch.Size([4, 6, 512, 192])
+    """
+
+    def __init__(self, num_groups: int, in_features: int, out_features: int, bias: bool = False,
+                 init_std: Optional[float] = None):
+        super().__init__()
+        self.num_groups, self.in_features, self.out_features = num_groups, in_features, out_features
+        self.weight = nn.Parameter(torch.empty(num_groups, out_features, in_features))
+        self.bias = nn.Parameter(torch.zeros(num_groups, out_features)) if bias else None
+        if init_std is None:
+            nn.init.kaiming_normal_(self.weight.view(-1, in_features), mode="fan_in",
+                                    nonlinearity="relu")
+        else:
+            nn.init.normal_(self.weight, 0.0, init_std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 3:  # (B, K, in) -> (B, K, out)
+            y = torch.einsum("bki,koi->bko", x, self.weight)
+            return y if self.bias is None else y + self.bias
+        # (B, K, in, L) -> (B, K, out, L): K batched GEMMs
+        y = torch.matmul(self.weight.unsqueeze(0), x)
+        return y if self.bias is None else y + self.bias.unsqueeze(-1)
+
+    def shared_input(self, x: torch.Tensor) -> torch.Tensor:
+        """All K maps on the same input: (B, in, L) -> (B, K, out, L) as ONE GEMM."""
+        B, _, L = x.shape
+        y = torch.matmul(self.weight.view(-1, self.in_features), x)   # (B, K*out, L)
+        y = y.view(B, self.num_groups, self.out_features, L)
+        return y if self.bias is None else y + self.bias.unsqueeze(-1)
+
+    def extra_repr(self) -> str:
+        return (f"groups={self.num_groups}, in={self.in_features}, out={self.out_features}, "
+                f"bias={self.bias is not None}")
+
+
+class GroupedBatchNorm(nn.BatchNorm1d):
+    """BatchNorm over the K*D channels of K stacked heads (one BN per head and channel).
+
+    Accepts (B, K, D) or (B, K, D, L); statistics per (k, d) channel over batch (and L).
+    """
+
+    def __init__(self, num_groups: int, num_features: int):
+        super().__init__(num_groups * num_features)
+        self.num_groups, self.group_features = num_groups, num_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        y = super().forward(x.reshape(shape[0], -1, *shape[3:]))
+        return y.view(shape)
+
+
+class ConvBNReLU(nn.Module):
+    """1x1 conv + BN + ReLU for K stacked heads (Sec. 3.3: "each Conv layer is followed by one
+    BN layer and one ReLU layer")."""
+
+    def __init__(self, num_parts: int, in_channels: int, out_channels: int,
+                 bn: Optional[nn.Module] = None):
+        super().__init__()
+        self.conv = GroupedLinear(num_parts, in_channels, out_channels)
+        self.bn = bn if bn is not None else GroupedBatchNorm(num_parts, out_channels)
+
+    def forward(self, x: torch.Tensor, shared_input: bool = False) -> torch.Tensor:
+        y = self.conv.shared_input(x) if shared_input else self.conv(x)
+        return torch.relu(self.bn(y))
+
+
+class ChannelAttention(nn.Module):
+    """SE-style channel attention on the GMP vector (Fig. 6, [47]), K stacked modules.
+
+    Layout of the authors' release: 1x1 conv D -> D/r + BN -> ReLU -> 1x1 conv D/r -> D + BN ->
+    sigmoid, r = 4; the output reweights the D channels of the vector.
+    """
+
+    def __init__(self, num_parts: int, channels: int, reduction: int = 4):
+        super().__init__()
+        hidden = channels // reduction
+        self.squeeze = GroupedLinear(num_parts, channels, hidden)
+        self.squeeze_bn = GroupedBatchNorm(num_parts, hidden)
+        self.excite = GroupedLinear(num_parts, hidden, channels)
+        self.excite_bn = GroupedBatchNorm(num_parts, channels)
+
+    def forward(self, v: torch.Tensor) -> torch.Tensor:  # (B, K, D) -> (B, K, D)
+        a = torch.relu(self.squeeze_bn(self.squeeze(v)))
+        a = torch.sigmoid(self.excite_bn(self.excite(a)))
+        return v * a
+
+
+class PartHeads(nn.Module):
+    """The K part heads of one task (MT or AT); see the module docstring.
+
+    Args:
+        first (ConvBNReLU): first 1x1 conv + BN + ReLU (channel selection, "C1").
+        attention (ChannelAttention or None): optional CA.
+        second (ConvBNReLU): second 1x1 conv + BN + ReLU ("C2").
+    """
+
+    def __init__(self, first: ConvBNReLU, second: ConvBNReLU,
+                 attention: Optional[ChannelAttention] = None):
+        super().__init__()
+        self.first = first
+        self.attention = attention
+        self.second = second
+
+    @property
+    def num_parts(self) -> int:
+        return self.first.conv.num_groups
+
+    def _vector_stage(self, v: torch.Tensor) -> torch.Tensor:
+        if self.attention is not None:
+            v = self.attention(v)
+        return self.second(v)                               # (B, K, D)
+
+    def forward_whole(self, feature_map: torch.Tensor) -> torch.Tensor:
+        """Main tasks: every head on the whole F. (B, C, H, W) -> (B, K, D)."""
+        B, C = feature_map.shape[:2]
+        y = self.first(feature_map.reshape(B, C, -1), shared_input=True)  # (B, K, D, H*W)
+        return self._vector_stage(y.amax(dim=-1))                          # GMP -> (B, K, D)
+
+    def forward_parts(self, part_maps: torch.Tensor) -> torch.Tensor:
+        """Auxiliary tasks: head k on P_k. (B, K, C, h, W) -> (B, K, D)."""
+        B, K, C = part_maps.shape[:3]
+        y = self.first(part_maps.reshape(B, K, C, -1))                     # (B, K, D, h*W)
+        return self._vector_stage(y.amax(dim=-1))
+
+
+@dataclass
+class SharingConfig:
+    """Which layers the MT and AT of each part share (PSA, Table 1 columns C1-S, C2-S, CA).
+
+    Attributes:
+        conv1 (bool): share the first 1x1 conv (C1-S).
+        conv2 (bool): share the second 1x1 conv (C2-S).
+        attention (bool): share the CA module (MPN shares it).
+        batchnorm (bool): a shared conv also shares the BN after it (the authors' release: MT
+            and AT batch statistics mix in one BN); False keeps task-specific BN.
+    """
+    conv1: bool = True
+    conv2: bool = True
+    attention: bool = True
+    batchnorm: bool = True
+
+
+def build_task_heads(num_parts: int, in_channels: int, dim: int = 512, use_attention: bool = False,
+                     attention_reduction: int = 4, sharing: SharingConfig = SharingConfig(),
+                     with_main: bool = True, with_auxiliary: bool = True
+                     ) -> Tuple[Optional[PartHeads], Optional[PartHeads]]:
+    """Build the MT and AT head sets with the requested hard sharing.
+
+    Returns:
+        (mt_heads, at_heads); either is None when that task is absent (MT Only / Baseline).
+    """
+    def conv(cin, cout, share_with=None, share=False):
+        if share_with is not None and share:
+            bn = share_with.bn if sharing.batchnorm else GroupedBatchNorm(num_parts, cout)
+            if bn is share_with.bn:
+                return share_with
+            layer = ConvBNReLU(num_parts, cin, cout, bn=bn)
+            layer.conv = share_with.conv
+            return layer
+        return ConvBNReLU(num_parts, cin, cout)
+
+    def attention(share_with=None, share=False):
+        if not use_attention:
+            return None
+        if share_with is not None and share:
+            return share_with
+        return ChannelAttention(num_parts, dim, attention_reduction)
+
+    mt = None
+    if with_main:
+        mt = PartHeads(conv(in_channels, dim), conv(dim, dim), attention())
+    at = None
+    if with_auxiliary:
+        ref = mt if mt is not None else None
+        at = PartHeads(
+            conv(in_channels, dim, ref.first if ref else None, sharing.conv1),
+            conv(dim, dim, ref.second if ref else None, sharing.conv2),
+            attention(ref.attention if ref else None, sharing.attention),
+        )
+    return mt, at

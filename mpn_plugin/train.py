@@ -1,0 +1,130 @@
+"""The torchreid ``scripts/main.py`` workflow for MPN and the baselines, as importable functions.
+
+``tools/train.py`` is a thin command line over :func:`main`. Models of the MPN family are
+built from ``cfg.mpn``; any other torchreid model name (``pcb_p6``, ``resnet50``,
+``osnet_x1_0``...) is built by torchreid's factory and trained by torchreid's own engines
+(``engine.name: softmax | triplet``) on the same data and test protocol.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import os.path as osp
+import sys
+import time
+from typing import List, Optional
+
+import torch
+
+from . import compat
+from .config import (engine_run_kwargs, get_default_config, imagedata_kwargs,
+                     lr_scheduler_kwargs, mpn_model_kwargs, optimizer_kwargs)
+from .data.prior_datasets import PriorOptions, register_prior_datasets
+from .engine import build_engine
+from .models import PRETRAINED_OFFLINE_MESSAGE, VARIANTS, MPN, build_mpn
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Train/evaluate MPN (or a torchreid baseline) with torchreid",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--config-file", type=str, default="", help="path to a YAML config")
+    parser.add_argument("-s", "--sources", type=str, nargs="+", help="source datasets")
+    parser.add_argument("-t", "--targets", type=str, nargs="+", help="target datasets")
+    parser.add_argument("--root", type=str, default="", help="root of the datasets")
+    parser.add_argument("opts", default=None, nargs=argparse.REMAINDER,
+                        help="config overrides, e.g. train.max_epoch 10 mpn.num_parts 4")
+    return parser
+
+
+def setup_cfg(args: argparse.Namespace):
+    cfg = get_default_config()
+    if args.config_file:
+        if not osp.isfile(args.config_file):
+            raise FileNotFoundError(f"config file '{args.config_file}' does not exist")
+        cfg.merge_from_file(args.config_file)
+    if args.root:
+        cfg.data.root = args.root
+    if args.sources:
+        cfg.data.sources = args.sources
+    if args.targets:
+        cfg.data.targets = args.targets
+    if args.opts:
+        cfg.merge_from_list(args.opts)
+    cfg.freeze()
+    return cfg
+
+
+def is_mpn_model(name: str) -> bool:
+    return name in VARIANTS
+
+
+def uses_priors(cfg) -> bool:
+    """Whether training items need coarse priors (MPN models with ATs and a non-uniform prior)."""
+    if not is_mpn_model(cfg.model.name) or cfg.engine.name != "mpn":
+        return False
+    kwargs = mpn_model_kwargs(cfg)
+    kwargs.update(VARIANTS[cfg.model.name] if cfg.model.name != "mpn" else {})
+    return kwargs["tasks"] != "mt_only" and kwargs["prior_variant"] != "uniform"
+
+
+def build_model_from_cfg(cfg, num_classes: int) -> torch.nn.Module:
+    """MPN family: ``cfg.mpn`` (the named presets fix their own fields, e.g. ``mpn_baseline``
+    sets tasks=at_only); other names: torchreid's factory."""
+    if cfg.model.pretrained:
+        raise RuntimeError(PRETRAINED_OFFLINE_MESSAGE)
+    if is_mpn_model(cfg.model.name):
+        kwargs = mpn_model_kwargs(cfg)
+        kwargs.update(VARIANTS[cfg.model.name] if cfg.model.name != "mpn" else {})
+        model = MPN(num_classes, loss="triplet", **kwargs)
+        if cfg.mpn.init_weights:
+            model.init_weights(cfg.mpn.init_weights)
+        return model
+    loss = "triplet" if cfg.engine.name == "triplet" else "softmax"
+    return compat.models.build_model(cfg.model.name, num_classes=num_classes, loss=loss,
+                                     pretrained=False, use_gpu=torch.cuda.is_available())
+
+
+def main(argv: Optional[List[str]] = None) -> dict:
+    """Run training and/or evaluation; returns the final results per target dataset."""
+    args = build_parser().parse_args(argv)
+    cfg = setup_cfg(args)
+    use_gpu = torch.cuda.is_available()
+    compat.utils.set_random_seed(cfg.train.seed)
+    os.makedirs(cfg.data.save_dir, exist_ok=True)
+    log_name = "test.log" if cfg.test.evaluate else "train.log"
+    sys.stdout = compat.utils.Logger(osp.join(cfg.data.save_dir, log_name + time.strftime("-%Y-%m-%d-%H-%M-%S")))
+    print(f"Show configuration\n{cfg}\n")
+    print(f"torchreid layout: {compat.LAYOUT}; use_gpu: {use_gpu}; torch {torch.__version__}")
+
+    register_prior_datasets(PriorOptions.from_cfg(cfg, enabled=uses_priors(cfg)))
+    datamanager = compat.data.ImageDataManager(**imagedata_kwargs(cfg, use_gpu))
+
+    model = build_model_from_cfg(cfg, datamanager.num_train_pids)
+    num_params, flops = compat.utils.compute_model_complexity(
+        model, (1, 3, cfg.data.height, cfg.data.width))
+    print(f"Model complexity: params={num_params:,} flops={flops:,}")
+    if cfg.model.load_weights:
+        compat.load_model_weights(model, cfg.model.load_weights)
+    if use_gpu:
+        model = model.cuda()
+
+    optimizer = compat.optim.build_optimizer(model, **optimizer_kwargs(cfg))
+    scheduler = compat.optim.build_lr_scheduler(optimizer, **lr_scheduler_kwargs(cfg))
+    run_kwargs = engine_run_kwargs(cfg)
+    if cfg.model.resume:
+        run_kwargs["start_epoch"] = compat.resume_from_checkpoint(
+            cfg.model.resume, model, optimizer=optimizer, scheduler=scheduler)
+
+    print(f"Building {cfg.engine.name}-engine for image-reid")
+    engine = build_engine(cfg, datamanager, model, optimizer, scheduler, use_gpu=use_gpu)
+    start = time.time()
+    engine.run(**run_kwargs)
+    results = {"wall_time_s": round(time.time() - start, 1), "results": engine.last_results}
+    with open(osp.join(cfg.data.save_dir, "results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    for name, r in engine.last_results.items():
+        print(f"[{name}] Rank-1 {r['rank1']:.1%}  mAP {r['mAP']:.1%}  "
+              f"(chance Rank-1 {r['chance_rank1']:.1%}, {r['num_query_ids']} query identities)")
+    return results

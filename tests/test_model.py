@@ -1,0 +1,229 @@
+"""MPN architecture (Sec. 3.3, Fig. 3, Fig. 5b, Table 1 switches) checked by hand."""
+import pytest
+import torch
+import torch.nn.functional as Fn
+
+import mpn_plugin  # noqa: F401  (registers the models)
+from mpn_plugin import compat
+from mpn_plugin.models import MPN, MPNConfig, SharingConfig, build_mpn, count_parameters
+from mpn_plugin.models.part_maps import part_feature_maps, strip_height
+
+SMALL = dict(backbone="resnet18", dim=32)
+
+
+def small(num_classes=5, **kw):
+    cfg = dict(SMALL)
+    cfg.update(kw)
+    return MPN(num_classes, MPNConfig(**cfg))
+
+
+def prior(B, H, W, top=0.0, bottom=1.0):
+    return torch.ones(B, H, W), torch.tensor([[top, bottom]] * B)
+
+
+# ----------------------------------------------------------------------------- P_k (Fig. 5b)
+def test_part_maps_uniform_division_is_plain_row_split():
+    F = torch.arange(12.0).view(1, 1, 12, 1)
+    P = part_feature_maps(F, 3)  # no prior = fallback = uniform division
+    assert P.shape == (1, 3, 1, 4, 1)
+    assert P[0, :, 0, :, 0].tolist() == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
+
+
+def test_part_maps_mask_multiplies_every_channel_before_resize():
+    # F: 2 channels, 4 rows x 2 cols; channel 0 = 1 everywhere, channel 1 = 2 everywhere
+    F = torch.stack([torch.ones(4, 2), 2 * torch.ones(4, 2)]).unsqueeze(0)
+    M = torch.tensor([[[1.0, 0.0], [1.0, 1.0], [0.0, 1.0], [1.0, 1.0]]])
+    P = part_feature_maps(F, 2, M, torch.tensor([[0.0, 1.0]]), "full")
+    # ROI = whole map, K = 2: strip 0 = rows 0-1, strip 1 = rows 2-3, each times M
+    assert P[0, 0, 0].tolist() == [[1, 0], [1, 1]]
+    assert P[0, 1, 1].tolist() == [[0, 2], [2, 2]]
+    # roi_resize skips the multiply (Table 2)
+    P2 = part_feature_maps(F, 2, M, torch.tensor([[0.0, 1.0]]), "roi_resize")
+    assert torch.equal(P2[0, 0, 0], torch.ones(2, 2))
+
+
+def test_part_maps_one_row_roi_repeats_that_row():
+    # rows hold their index; ROI = row 2 only (top 2/4, bottom 3/4): every output row is row 2
+    F = torch.arange(4.0).view(1, 1, 4, 1).expand(1, 1, 4, 3).contiguous()
+    P = part_feature_maps(F, 2, None, torch.tensor([[0.5, 0.75]]), "roi_resize")
+    assert P.shape == (1, 2, 1, 2, 3)
+    assert torch.equal(P, torch.full_like(P, 2.0))
+
+
+def test_part_maps_roi_resize_hand_values():
+    # H = 4 rows valued 0,10,20,30; ROI rows [1, 3) = (10, 20) resized to 4 rows, K = 2:
+    # align_corners=False bilinear: y = 1 + (i + 0.5) * 2/4 - 0.5 -> 0.75, 1.25, 1.75, 2.25
+    # clamped to [1, 2] -> 1, 1.25, 1.75, 2 -> values 10, 12.5, 17.5, 20
+    F = torch.tensor([0.0, 10.0, 20.0, 30.0]).view(1, 1, 4, 1)
+    P = part_feature_maps(F, 2, None, torch.tensor([[0.25, 0.75]]), "roi_resize")
+    assert P[0, :, 0, :, 0].tolist() == [[10.0, 12.5], [17.5, 20.0]]
+
+
+def test_part_maps_h_not_divisible_by_k_h16_k6():
+    assert strip_height(16, 6) == 3
+    torch.manual_seed(0)
+    F = torch.randn(2, 3, 16, 8)
+    P = part_feature_maps(F, 6)
+    assert P.shape == (2, 6, 3, 3, 8)
+    # the whole map resized to K * ceil(H/K) = 18 rows, split evenly
+    ref = Fn.interpolate(F, size=(18, 8), mode="bilinear", align_corners=False)
+    assert torch.allclose(P.permute(0, 2, 1, 3, 4).reshape(2, 3, 18, 8), ref, atol=1e-5)
+
+
+def test_part_maps_match_per_image_crop_and_interpolate_loop():
+    torch.manual_seed(1)
+    B, C, H, W, K = 4, 5, 24, 8, 6
+    F = torch.randn(B, C, H, W)
+    M = (torch.rand(B, H, W) > 0.3).float()
+    rows = [(0, 24), (3, 21), (10, 11), (6, 24)]
+    roi = torch.tensor([[a / H, b / H] for a, b in rows])
+    P = part_feature_maps(F, K, M, roi, "full")
+    for b, (r0, r1) in enumerate(rows):  # naive reference: one image at a time
+        crop = (F[b] * M[b])[:, r0:r1].unsqueeze(0)
+        ref = Fn.interpolate(crop, size=(H, W), mode="bilinear", align_corners=False)[0]
+        got = P[b].permute(1, 0, 2, 3).reshape(C, H, W)
+        assert torch.allclose(got, ref, atol=1e-5), b
+
+
+def test_fallback_prior_equals_uniform_division():
+    torch.manual_seed(2)
+    F = torch.randn(2, 4, 24, 8)
+    M, roi = prior(2, 24, 8)
+    assert torch.allclose(part_feature_maps(F, 6, M, roi, "full"), part_feature_maps(F, 6))
+
+
+# ----------------------------------------------------------------------------- sharing (PSA)
+def param_ids(module):
+    return {id(p) for p in module.parameters()} if module is not None else set()
+
+
+def test_mpn_mt_and_at_share_first_conv_ca_second_conv_and_bn():
+    m = small(use_attention=True)
+    mt, at = m.main_heads, m.auxiliary_heads
+    assert mt.first.conv.weight is at.first.conv.weight
+    assert mt.second.conv.weight is at.second.conv.weight
+    assert mt.attention is at.attention
+    assert mt.first.bn is at.first.bn  # release: shared BN
+    # only the classifiers are unshared
+    assert param_ids(mt) == param_ids(at)
+    assert not (param_ids(m.main_classifier) & param_ids(m.auxiliary_classifier))
+
+
+def test_task_specific_bn_keeps_conv_shared():
+    m = small(sharing=SharingConfig(batchnorm=False))
+    mt, at = m.main_heads, m.auxiliary_heads
+    assert mt.first.conv is at.first.conv and mt.first.bn is not at.first.bn
+
+
+@pytest.mark.parametrize("conv1,conv2,expected_distinct", [
+    (False, False, 12),  # Naive MTL: AT has its own conv1.w, bn1.w/b, conv2.w, bn2.w/b
+    (True, False, 9),    # C1-S: AT adds its own conv2.w + bn2.w/b
+    (False, True, 9),    # C2-S: AT adds its own conv1.w + bn1.w/b
+    (True, True, 6),     # C1-S + C2-S: nothing of its own but the classifier
+])
+def test_distinct_parameter_tensors_per_sharing_switch(conv1, conv2, expected_distinct):
+    m = small(use_attention=False, sharing=SharingConfig(conv1=conv1, conv2=conv2))
+    heads = list(m.main_heads.parameters())
+    assert len(heads) == 6  # conv1.w, bn1.w, bn1.b, conv2.w, bn2.w, bn2.b (stacked over K)
+    distinct = param_ids(m.main_heads) | param_ids(m.auxiliary_heads)
+    assert len(distinct) == expected_distinct
+
+
+def test_mpn_o_test_time_params_equal_baseline():
+    mpn_o = build_mpn(10, variant="mpn_o", **SMALL)
+    baseline = build_mpn(10, variant="mpn_baseline", **SMALL)
+    n = count_parameters(mpn_o.test_time_modules())
+    assert n == count_parameters(baseline.test_time_modules())
+    # and at train time MPN° has extra parameters only in the AT classifiers
+    extra = count_parameters([mpn_o]) - count_parameters([baseline])
+    assert extra == count_parameters([mpn_o.main_classifier])
+
+
+# ----------------------------------------------------------------------------- forward
+def test_eval_output_shape_and_ats_not_executed():
+    m = build_mpn(7, variant="mpn", backbone="resnet18").eval()
+    calls = []
+    m.auxiliary_heads.register_forward_hook(lambda *a: calls.append("at"))
+    import mpn_plugin.models.mpn as mpn_module
+    orig = mpn_module.part_feature_maps
+    mpn_module.part_feature_maps = lambda *a, **k: calls.append("pk") or orig(*a, **k)
+    try:
+        with torch.no_grad():
+            out = m(torch.randn(2, 3, 256, 128))
+    finally:
+        mpn_module.part_feature_maps = orig
+    assert out.shape == (2, 6 * 512)
+    assert calls == []
+
+
+def test_build_model_through_torchreid_factory():
+    for name in ("mpn", "mpn_o"):
+        model = compat.models.build_model(name, num_classes=10, loss="triplet", pretrained=False)
+        assert isinstance(model, MPN)
+        with torch.no_grad():
+            assert model.eval()(torch.randn(1, 3, 384, 128)).shape == (1, 3072)
+
+
+def test_pretrained_true_fails_with_offline_message():
+    with pytest.raises(RuntimeError, match="pretrained=False"):
+        compat.models.build_model("mpn", num_classes=10, loss="triplet", pretrained=True)
+
+
+def test_feature_map_size_resnet50_384x128():
+    m = build_mpn(3)
+    assert m.backbone.feature_size(384, 128) == (24, 8)
+    assert m.backbone.out_channels == 2048
+
+
+def test_backbone_gets_gradient_through_auxiliary_task_alone():
+    m = small(num_classes=4).train()
+    x = torch.randn(4, 3, 128, 64)
+    M, roi = prior(4, 8, 4, 0.125, 0.875)
+    out = m(x, M, roi)
+    # AT loss only (MT loss off)
+    Fn.cross_entropy(out["at_logits"].reshape(-1, 4), torch.arange(4).repeat(6)).backward()
+    g = m.backbone.body.conv1.weight.grad
+    assert g is not None and g.abs().sum() > 0
+    assert m.main_classifier.weight.grad is None
+
+
+def test_train_forward_outputs():
+    m = small(num_classes=5).train()
+    out = m(torch.randn(4, 3, 128, 64), *prior(4, 8, 4))
+    assert out["mt_logits"].shape == (6, 4, 5) and out["at_logits"].shape == (6, 4, 5)
+    assert out["h"].shape == (4, 6 * 32) and out["g"].shape == (4, 6 * 32)
+    base = small(num_classes=5, tasks="at_only", prior_variant="uniform").train()
+    out = base(torch.randn(4, 3, 128, 64))
+    assert out["h"] is None and out["mt_logits"] is None and out["g"].shape == (4, 192)
+
+
+def test_return_featuremaps():
+    m = small().eval()
+    with torch.no_grad():
+        assert m(torch.randn(1, 3, 128, 64), return_featuremaps=True).shape == (1, 512, 8, 4)
+
+
+def test_grouped_heads_equal_k_separate_heads():
+    """The stacked implementation equals K independent conv-BN-ReLU-GMP-conv-BN-ReLU heads."""
+    torch.manual_seed(3)
+    m = small(use_attention=False).eval()
+    heads = m.main_heads
+    for bn in (heads.first.bn, heads.second.bn):  # non-trivial running stats
+        bn.running_mean.uniform_(-0.5, 0.5)
+        bn.running_var.uniform_(0.5, 2.0)
+    F = torch.randn(2, 512, 8, 4)
+    got = heads.forward_whole(F)
+    D = 32
+    for k in range(6):
+        w1 = heads.first.conv.weight[k]
+        bn1 = heads.first.bn
+        sl = slice(k * D, (k + 1) * D)
+        y = torch.einsum("oc,bchw->bohw", w1, F)
+        y = (y - bn1.running_mean[sl, None, None]) / torch.sqrt(bn1.running_var[sl, None, None] + bn1.eps)
+        y = torch.relu(y * bn1.weight[sl, None, None] + bn1.bias[sl, None, None])
+        v = y.amax(dim=(2, 3))
+        bn2 = heads.second.bn
+        v = heads.second.conv.weight[k] @ v.T
+        v = (v.T - bn2.running_mean[sl]) / torch.sqrt(bn2.running_var[sl] + bn2.eps)
+        v = torch.relu(v * bn2.weight[sl] + bn2.bias[sl])
+        assert torch.allclose(got[:, k], v, atol=1e-4), k
