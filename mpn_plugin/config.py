@@ -114,6 +114,35 @@ def get_default_config() -> CN:
     return cfg
 
 
+BASE_KEY = "_BASE_"
+
+
+def merge_config_file(cfg: CN, path: str) -> CN:
+    """Merge a YAML file into ``cfg``; a file may name another one to start from with
+    ``_BASE_: relative/or/absolute.yaml`` (merged first, recursively), as in detectron2.
+
+    Raises:
+        FileNotFoundError: naming the missing file (and the file that referred to it).
+    """
+    import os.path as osp
+
+    import yaml
+
+    if not osp.isfile(path):
+        raise FileNotFoundError(f"config file '{path}' does not exist")
+    with open(path, encoding="utf-8") as f:
+        loaded = yaml.safe_load(f) or {}
+    base = loaded.pop(BASE_KEY, None)
+    if base:
+        base_path = base if osp.isabs(base) else osp.join(osp.dirname(path), base)
+        if not osp.isfile(base_path):
+            raise FileNotFoundError(f"config '{path}' has _BASE_ '{base}', which does not exist "
+                                    f"(looked at '{base_path}')")
+        merge_config_file(cfg, base_path)
+    cfg.merge_from_other_cfg(CN(loaded))
+    return cfg
+
+
 def add_mpn_config(cfg: CN) -> CN:
     """Add the ``engine`` and ``mpn`` nodes (every ablation switch of Tables 1-4, Fig. 7, 10)."""
     cfg.engine = CN()

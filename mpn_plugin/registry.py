@@ -8,6 +8,9 @@ def register() -> None:
     global _DONE
     if _DONE:
         return
+    # engine import added back once losses land
+    from .data.prior_datasets import register_prior_datasets
     from .models import register_models
     register_models()
+    register_prior_datasets()
     _DONE = True

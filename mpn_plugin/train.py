@@ -19,7 +19,8 @@ import torch
 
 from . import compat
 from .config import (engine_run_kwargs, get_default_config, imagedata_kwargs,
-                     lr_scheduler_kwargs, mpn_model_kwargs, optimizer_kwargs)
+                     lr_scheduler_kwargs, merge_config_file, mpn_model_kwargs,
+                     optimizer_kwargs)
 from .data.prior_datasets import PriorOptions, register_prior_datasets
 from .engine import build_engine
 from .models import PRETRAINED_OFFLINE_MESSAGE, VARIANTS, MPN, build_mpn
@@ -41,9 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 def setup_cfg(args: argparse.Namespace):
     cfg = get_default_config()
     if args.config_file:
-        if not osp.isfile(args.config_file):
-            raise FileNotFoundError(f"config file '{args.config_file}' does not exist")
-        cfg.merge_from_file(args.config_file)
+        merge_config_file(cfg, args.config_file)
     if args.root:
         cfg.data.root = args.root
     if args.sources:
