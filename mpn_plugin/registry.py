@@ -8,7 +8,7 @@ def register() -> None:
     global _DONE
     if _DONE:
         return
-    # engine import added back once losses land
+    from . import engine  # noqa: F401  (fills engine.ENGINES)
     from .data.prior_datasets import register_prior_datasets
     from .models import register_models
     register_models()

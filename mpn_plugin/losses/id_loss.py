@@ -1,0 +1,41 @@
+"""Identity (ID) loss, Eq. 1: cross-entropy on every part classifier of both tasks.
+
+The minus sign printed in Eq. 1 is a typo: cross-entropy is already positive.
+"""
+from __future__ import annotations
+
+from typing import Sequence, Union
+
+import torch
+import torch.nn.functional as Fn
+
+Logits = Union[torch.Tensor, Sequence[torch.Tensor]]
+
+
+def part_id_loss(logits: Logits, targets: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Eq. 1 for one task: ``sum_k mean_l CE(W_k f_k^l, y^l)``.
+
+    Args:
+        logits (Tensor or list): (K, B, C) or K tensors of (B, C).
+        targets (Tensor): (B,) identity labels.
+        label_smoothing (float): 0 = plain cross-entropy (Eq. 1).
+
+    Examples::
+
+        >>> part_id_loss(torch.zeros(6, 4, 10), torch.zeros(4, dtype=torch.long))  # 6 * ln 10
+        tensor(13.8155)
+    """
+    if not torch.is_tensor(logits):
+        logits = torch.stack(list(logits))
+    K, B, C = logits.shape
+    # mean over the batch of each part, summed over parts = K * mean over all (k, l)
+    ce = Fn.cross_entropy(logits.reshape(K * B, C), targets.repeat(K),
+                          label_smoothing=label_smoothing)
+    return ce * K
+
+
+def id_loss(mt_logits: Logits, at_logits: Logits, targets: torch.Tensor,
+            label_smoothing: float = 0.0) -> torch.Tensor:
+    """The whole of Eq. 1: main-task plus auxiliary-task part ID losses."""
+    return (part_id_loss(mt_logits, targets, label_smoothing)
+            + part_id_loss(at_logits, targets, label_smoothing))
