@@ -31,15 +31,23 @@ Mask = Optional[np.ndarray]
 JointOp = Callable[[object, Image.Image, Mask], Tuple[Image.Image, Mask]]
 
 
-def _resize_mask(mask: Mask, size_wh: Tuple[int, int]) -> Mask:
+def _resize_mask(mask: Mask, size_wh: Tuple[int, int], resample=Image.BILINEAR) -> Mask:
+    """Resize the float mask with PIL's own resampling (as the image is resized)."""
     if mask is None:
         return None
-    return cv2.resize(mask.astype(np.float32), size_wh, interpolation=cv2.INTER_LINEAR)
+    out = Image.fromarray(mask.astype(np.float32), mode="F").resize(size_wh, resample)
+    return np.asarray(out, dtype=np.float32)
+
+
+def _pil_resample(interpolation):
+    if isinstance(interpolation, T.InterpolationMode):
+        return TF.pil_modes_mapping[interpolation]
+    return interpolation
 
 
 def _resize(t, img, mask):
     img = t(img)
-    return img, _resize_mask(mask, img.size)
+    return img, _resize_mask(mask, img.size, _pil_resample(t.interpolation))
 
 
 def _hflip(t, img, mask):
@@ -51,14 +59,15 @@ def _hflip(t, img, mask):
 def _random_2d_translation(t, img, mask):
     """torchreid's Random2DTranslation, same draws: enlarge 1.125x then crop, with prob p."""
     if random.uniform(0, 1) > t.p:
-        return img.resize((t.width, t.height), t.interpolation), _resize_mask(mask, (t.width, t.height))
+        return (img.resize((t.width, t.height), t.interpolation),
+                _resize_mask(mask, (t.width, t.height), t.interpolation))
     new_w, new_h = int(round(t.width * 1.125)), int(round(t.height * 1.125))
     img = img.resize((new_w, new_h), t.interpolation)
     x1 = int(round(random.uniform(0, new_w - t.width)))
     y1 = int(round(random.uniform(0, new_h - t.height)))
     img = img.crop((x1, y1, x1 + t.width, y1 + t.height))
     if mask is not None:
-        mask = _resize_mask(mask, (new_w, new_h))[y1:y1 + t.height, x1:x1 + t.width]
+        mask = _resize_mask(mask, (new_w, new_h), t.interpolation)[y1:y1 + t.height, x1:x1 + t.width]
     return img, mask
 
 

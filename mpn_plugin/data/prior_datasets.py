@@ -147,28 +147,39 @@ class PriorAwareMixin:
         return cache.get(rel).mask_image
 
     # ----------------------------------------------------------------------- items
-    def __getitem__(self, index):
-        if self.mode != "train" or not self.prior_options.enabled or self.transform is None:
-            return super().__getitem__(index)
-        if self.k_tfm != 1:
-            raise ValueError("prior-aware datasets support data.k_tfm=1 only")
-        from ..priors.pipeline import PriorConfig, coarse_prior_from_mask
+    def transformed_pair(self, index: int):
+        """(image tensor, mask at image resolution or None) of train item ``index``: the
+        offline translation copy, then the joint online transforms."""
         from .joint_transforms import JointTransform, translate_pair
 
-        img_path, pid, camid, dsetid = self.data[index]
+        img_path = self.data[index][0]
         img = compat.utils.read_image(img_path)
         mask = self.stage1_mask(img_path)
         if mask is not None and mask.shape != (img.height, img.width):
             import cv2
             mask = cv2.resize(mask.astype(np.float32), (img.width, img.height),
                               interpolation=cv2.INTER_LINEAR)
-        dy, dx = self._copies[index // self._num_originals]
+        dy, dx = self.translation_of(index)
         if dx or dy:
             img, mask = translate_pair(img, mask, int(round(dx * img.width)),
                                        int(round(dy * img.height)))
         if self._joint is None:
             self._joint = JointTransform.from_compose(self.transform)
-        img_t, mask_t = self._joint(img, mask)
+        return self._joint(img, mask)
+
+    def translation_of(self, index: int):
+        """(dy, dx) offline translation (fractions of the height/width) of train item ``index``."""
+        return self._copies[index // self._num_originals]
+
+    def __getitem__(self, index):
+        if self.mode != "train" or not self.prior_options.enabled or self.transform is None:
+            return super().__getitem__(index)
+        if self.k_tfm != 1:
+            raise ValueError("prior-aware datasets support data.k_tfm=1 only")
+        from ..priors.pipeline import PriorConfig, coarse_prior_from_mask
+
+        img_path, pid, camid, dsetid = self.data[index]
+        img_t, mask_t = self.transformed_pair(index)
         stride = self.prior_options.feature_stride
         feature_size = (img_t.shape[-2] // stride, img_t.shape[-1] // stride)
         prior = coarse_prior_from_mask(

@@ -109,8 +109,9 @@ SKIN = [(224, 198, 172), (198, 160, 130), (160, 118, 90), (110, 80, 60), (236, 2
 
 
 def random_identity(rng: np.random.Generator) -> Dict:
-    """Appearance attributes of one person, grouped by body part (PART_GROUPS)."""
-    return {
+    """Appearance attributes of one person, grouped by body part (PART_GROUPS); plain JSON
+    types (colours as lists) so identities compare equal after a JSON round trip."""
+    return json.loads(json.dumps({
         "head": {"skin": SKIN[rng.integers(len(SKIN))], "hair": _color(rng, 10, 140),
                  "long_hair": bool(rng.random() < 0.35)},
         "upper": {"color": _color(rng), "texture": str(rng.choice(["solid", "stripes", "checks", "print"])),
@@ -121,7 +122,7 @@ def random_identity(rng: np.random.Generator) -> Dict:
         "bag": {"type": str(rng.choice(["none", "backpack", "handbag"], p=[0.5, 0.3, 0.2])),
                 "color": _color(rng)},
         "build": {"width": float(rng.uniform(0.85, 1.15))},
-    }
+    }))
 
 
 def mutate_one_part(identity: Dict, rng: np.random.Generator) -> Tuple[Dict, str]:
