@@ -89,11 +89,39 @@ def main(argv: Optional[List[str]] = None) -> dict:
     """Run training and/or evaluation; returns the final results per target dataset."""
     args = build_parser().parse_args(argv)
     cfg = setup_cfg(args)
-    use_gpu = torch.cuda.is_available()
     compat.utils.set_random_seed(cfg.train.seed)
     os.makedirs(cfg.data.save_dir, exist_ok=True)
     log_name = "test.log" if cfg.test.evaluate else "train.log"
-    sys.stdout = compat.utils.Logger(osp.join(cfg.data.save_dir, log_name + time.strftime("-%Y-%m-%d-%H-%M-%S")))
+    console = sys.stdout
+    with open(osp.join(cfg.data.save_dir, log_name + time.strftime("-%Y-%m-%d-%H-%M-%S")), "w") as f:
+        # torchreid's Logger closes the console when garbage-collected: use a plain tee
+        sys.stdout = _Tee(console, f)
+        try:
+            return _run(cfg)
+        finally:
+            sys.stdout = console
+
+
+class _Tee:
+    """Write to the console and a log file."""
+
+    def __init__(self, *streams):
+        self.streams = streams
+
+    def write(self, msg):
+        for s in self.streams:
+            s.write(msg)
+
+    def flush(self):
+        for s in self.streams:
+            s.flush()
+
+    def isatty(self):
+        return False
+
+
+def _run(cfg) -> dict:
+    use_gpu = torch.cuda.is_available()
     print(f"Show configuration\n{cfg}\n")
     print(f"torchreid layout: {compat.LAYOUT}; use_gpu: {use_gpu}; torch {torch.__version__}")
 

@@ -219,6 +219,12 @@ class CombinedPriorDataset(PriorAwareMixin, compat.ImageDataset):
         raise KeyError(f"image '{img_path}' belongs to none of the combined datasets")
 
 
+def _split_counts(path: str) -> str:
+    counts = {d: len(glob.glob(osp.join(path, d, "*.jpg"))) for d in sorted(os.listdir(path))
+              if osp.isdir(osp.join(path, d))}
+    return "image counts per folder " + ", ".join(f"{d}: {n}" for d, n in counts.items())
+
+
 def prior_aware(base, name: str, dataset_dir: Optional[str] = None):
     """Make a prior-aware subclass of the torchreid dataset class ``base``."""
     attrs = {"__doc__": f"{base.__name__} with coarse priors (registered as '{name}')",
@@ -232,7 +238,16 @@ def prior_aware(base, name: str, dataset_dir: Optional[str] = None):
             raise FileNotFoundError(missing_dataset_message(name, path))
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="The current data structure is deprecated")
-            base.__init__(self, root=root, **kwargs)
+            try:
+                base.__init__(self, root=root, **kwargs)
+            except (IndexError, ValueError, ZeroDivisionError) as exc:
+                raise ValueError(f"dataset '{name}' in '{path}' could not be read ({exc}): "
+                                 f"{_split_counts(path)}; an empty split (no images) is the "
+                                 f"usual cause") from exc
+        for split in ("train", "query", "gallery"):
+            if not getattr(self, split):
+                raise ValueError(f"dataset '{name}' in '{path}' has an empty {split} split: "
+                                 f"{_split_counts(path)}")
         self._init_priors()
 
     attrs["__init__"] = __init__

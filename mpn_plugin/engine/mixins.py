@@ -2,9 +2,15 @@
 baselines), so that all models are trained and tested under the same protocol."""
 from __future__ import annotations
 
+import os
+
+import numpy as np
 import torch
+import torch.nn.functional as F
+from tqdm import tqdm
 
 from .. import compat
+from ..evaluation import distance_matrix, evaluate_features, evaluate_rank
 
 
 class EngineMixin(compat.SafeCheckpointMixin):
@@ -39,15 +45,58 @@ class EngineMixin(compat.SafeCheckpointMixin):
         for group, base in zip(optim.param_groups, self._warmup_base_lrs):
             group["lr"] = base * scale
 
-    def _evaluate(self, dataset_name="", query_loader=None, gallery_loader=None, **kwargs):
-        """torchreid's evaluation, recording Rank-1, mAP and chance level per dataset."""
-        rank1, mAP = super()._evaluate(dataset_name=dataset_name, query_loader=query_loader,
-                                       gallery_loader=gallery_loader, **kwargs)
-        q_pids = {int(p) for _, p, _, _ in query_loader.dataset.query} if hasattr(
-            query_loader.dataset, "query") else set()
+    @torch.no_grad()
+    def _extract(self, loader, desc):
+        feats, pids, camids = [], [], []
+        for data in tqdm(loader, desc=desc, leave=False, disable=None):
+            imgs, p, c = self.parse_data_for_eval(data)
+            if self.use_gpu:
+                imgs = imgs.cuda()
+            feats.append(self.extract_features(imgs).float().cpu())
+            pids.append(p.numpy())
+            camids.append(c.numpy())
+        return torch.cat(feats), np.concatenate(pids), np.concatenate(camids)
+
+    def _evaluate(self, dataset_name="", query_loader=None, gallery_loader=None,
+                  dist_metric="euclidean", normalize_feature=False, visrank=False,
+                  visrank_topk=10, save_dir="", use_metric_cuhk03=False, ranks=(1, 5, 10, 20),
+                  rerank=False):
+        """torchreid's evaluation protocol with the vectorised, chunked evaluator of
+        :mod:`mpn_plugin.evaluation` (identical CMC/mAP; bounded memory; no Cython needed).
+        Re-ranking and visrank use torchreid's own functions on the full distance matrix."""
+        qf, q_pids, q_camids = self._extract(query_loader, "query")
+        gf, g_pids, g_camids = self._extract(gallery_loader, "gallery")
+        print(f"Extracted query {tuple(qf.shape)} and gallery {tuple(gf.shape)} features")
+        if normalize_feature:
+            qf, gf = F.normalize(qf, dim=1), F.normalize(gf, dim=1)
+        max_rank = max(max(ranks), 50)
+        if rerank or visrank:
+            distmat = distance_matrix(qf, gf, dist_metric).numpy()
+            if rerank:
+                print("Applying person re-ranking ...")
+                distmat = compat.utils.re_ranking(
+                    distmat, distance_matrix(qf, qf, dist_metric).numpy(),
+                    distance_matrix(gf, gf, dist_metric).numpy())
+            cmc, mAP = evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank,
+                                     use_metric_cuhk03)
+            if visrank:
+                compat.utils.visualize_ranked_results(
+                    distmat, self.datamanager.fetch_test_loaders(dataset_name),
+                    self.datamanager.data_type, width=self.datamanager.width,
+                    height=self.datamanager.height,
+                    save_dir=os.path.join(save_dir, "visrank_" + dataset_name), topk=visrank_topk)
+        else:
+            cmc, mAP = evaluate_features(qf, gf, q_pids, g_pids, q_camids, g_camids, dist_metric,
+                                         max_rank, use_metric_cuhk03=use_metric_cuhk03)
+        print("** Results **")
+        print(f"mAP: {mAP:.1%}")
+        print("CMC curve")
+        for r in ranks:
+            print(f"Rank-{r:<3}: {cmc[r - 1]:.1%}")
         if "last_results" not in self.__dict__:
             self.last_results = {}
+        n_ids = len(set(q_pids.tolist()))
         self.last_results[dataset_name] = {
-            "rank1": float(rank1), "mAP": float(mAP), "num_query_ids": len(q_pids),
-            "chance_rank1": 1.0 / max(len(q_pids), 1), "epoch": int(getattr(self, "epoch", 0)) + 1}
-        return rank1, mAP
+            "rank1": float(cmc[0]), "mAP": float(mAP), "num_query_ids": n_ids,
+            "chance_rank1": 1.0 / max(n_ids, 1), "epoch": int(getattr(self, "epoch", 0)) + 1}
+        return cmc[0], mAP
