@@ -166,22 +166,28 @@ def main(argv=None):
           f"feature size {feature_size}, {args.workers} workers -> {out}")
     from tqdm import tqdm
     start, errors = time.time(), 0
+    reasons = {"no_head": 0, "no_legs": 0}
+
+    def count(info):
+        reasons["no_head"] += info.get("head") is False
+        reasons["no_legs"] += info.get("legs") is False
+        return "error" in info
     if args.workers > 1 and len(todo) > 1:
         from multiprocessing import get_context
         with get_context("fork").Pool(args.workers, _init_worker, (adapter,)) as pool:
             results = pool.imap(_run_one, todo, chunksize=16)
             for rel, mask, prior, info in tqdm(results, total=len(todo), desc="priors"):
-                errors += "error" in info
+                errors += count(info)
                 writer.add(rel, mask, prior)
     else:
         _init_worker(adapter)
         for job in tqdm(todo, desc="priors"):
             rel, mask, prior, info = _run_one(job)
-            errors += "error" in info
+            errors += count(info)
             writer.add(rel, mask, prior)
     cache = writer.finish()
     seconds = time.time() - start
-    summary = dict(cache.summary(), seconds=round(seconds, 1), tool_errors=errors,
+    summary = dict(cache.summary(), seconds=round(seconds, 1), tool_errors=errors, **reasons,
                    images_per_s=round(len(todo) / max(seconds, 1e-9), 1), path=out)
     print("summary: " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
                                   for k, v in summary.items()))
