@@ -1,0 +1,60 @@
+"""The smallest folders torchreid's own parsers accept, for Market-1501, DukeMTMC-reID,
+CUHK03 (767/700 split files) and MSMT17; tiny images, 4 identities x 2 cameras x 2 images."""
+import json
+import os
+import os.path as osp
+
+import cv2
+import numpy as np
+
+IMG = np.full((16, 8, 3), 127, np.uint8)
+
+
+def _img(path):
+    os.makedirs(osp.dirname(path), exist_ok=True)
+    cv2.imwrite(path, IMG)
+    return path
+
+
+def market_like(base):
+    for split, pids in (("bounding_box_train", range(1, 5)), ("query", range(5, 9)),
+                        ("bounding_box_test", range(5, 9))):
+        for pid in pids:
+            for cam in (1, 2):
+                for k in range(2 if split != "query" else 1):
+                    _img(osp.join(base, split, f"{pid:04d}_c{cam}s1_{k:06d}_00.jpg"))
+
+
+def make_all(root):
+    market_like(osp.join(root, "market1501", "Market-1501-v15.09.15"))
+    market_like(osp.join(root, "dukemtmc-reid", "DukeMTMC-reID"))
+    # MSMT17: lists of "<pid>/<pid>_<idx>_<cam>_..jpg pid"
+    m = osp.join(root, "msmt17", "MSMT17_V1")
+    lists = {"list_train.txt": ("train", range(0, 4)), "list_val.txt": ("train", range(0, 4)),
+             "list_query.txt": ("test", range(0, 4)), "list_gallery.txt": ("test", range(0, 4))}
+    for name, (sub, pids) in lists.items():
+        lines = []
+        for pid in pids:
+            for cam in (1, 2):
+                for k in range(2):
+                    rel = f"{pid:04d}/{pid:04d}_{k:03d}_{cam:02d}_0303morning_0001_0.jpg"
+                    _img(osp.join(m, sub, rel))
+                    lines.append(f"{rel} {pid}\n")
+        open(osp.join(m, name), "w").writelines(lines)
+    # CUHK03: the .mat files must exist; with every split json present, no conversion runs
+    c = osp.join(root, "cuhk03")
+    for f in ("cuhk03_release/cuhk-03.mat", "cuhk03_new_protocol_config_detected.mat",
+              "cuhk03_new_protocol_config_labeled.mat"):
+        os.makedirs(osp.dirname(osp.join(c, f)), exist_ok=True)
+        open(osp.join(c, f), "w").close()
+    for kind in ("detected", "labeled"):
+        d = osp.join(c, f"images_{kind}")
+        items = lambda pids, cams, n: [[_img(osp.join(d, f"1_{p:03d}_{cam}_{k:02d}.png")), p, cam]  # noqa: E731
+                                       for p in pids for cam in cams for k in range(n)]
+        split = {"train": items(range(4), (0, 1), 2), "query": items(range(4, 8), (0,), 1),
+                 "gallery": items(range(4, 8), (1,), 2), "num_train_pids": 4,
+                 "num_query_pids": 4, "num_gallery_pids": 4}
+        for proto in ("new", "classic"):
+            with open(osp.join(c, f"splits_{proto}_{kind}.json"), "w") as f:
+                json.dump([split], f)
+    return root

@@ -1,0 +1,81 @@
+"""Every config parses and builds its model and torchreid data manager (on fake roots), and
+the paper's recipe values are what Sec. 5.1 says."""
+import argparse
+import glob
+import os.path as osp
+
+import pytest
+import torch
+
+from fake_roots import make_all
+from mpn_plugin import compat
+from mpn_plugin.config import imagedata_kwargs
+from mpn_plugin.data import PriorOptions, register_prior_datasets
+from mpn_plugin.train import build_model_from_cfg, setup_cfg
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+CONFIGS = sorted(glob.glob(osp.join(ROOT, "configs", "**", "*.yaml"), recursive=True))
+PAPER = sorted(glob.glob(osp.join(ROOT, "configs", "mpn_*.yaml")))
+PAPER = [c for c in PAPER if "synthetic" not in c]
+FAST = ["data.workers", "0", "train.batch_size", "8", "sampler.num_instances", "2",
+        "test.batch_size", "4"]
+
+
+@pytest.fixture(scope="module")
+def fake_root(tmp_path_factory, tiny_root):
+    root = make_all(str(tmp_path_factory.mktemp("fake")))
+    import shutil
+    shutil.copytree(osp.join(tiny_root, "synthetic_pedestrians"), osp.join(root, "synthetic_pedestrians"))
+    shutil.copytree(osp.join(tiny_root, "synthetic_pedestrians"),
+                    osp.join(root, "error_free", "synthetic_pedestrians"))
+    return root
+
+
+def cfg_for(path, root, *opts, fast=True):
+    args = argparse.Namespace(config_file=path, root="", sources=None, targets=None,
+                              opts=["data.root", root if "baseline_ub" not in path else
+                                    osp.join(root, "error_free"), *(FAST if fast else []), *opts])
+    return setup_cfg(args)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[osp.relpath(c, ROOT) for c in CONFIGS])
+def test_config_builds_model_and_datamanager(path, fake_root):
+    cfg = cfg_for(path, fake_root)
+    register_prior_datasets(PriorOptions.from_cfg(cfg, enabled=False))
+    try:
+        dm = compat.data.ImageDataManager(**imagedata_kwargs(cfg, use_gpu=False))
+        model = build_model_from_cfg(cfg, dm.num_train_pids).eval()
+        with torch.no_grad():
+            out = model(torch.zeros(1, 3, cfg.data.height, cfg.data.width))
+    finally:
+        register_prior_datasets()
+    assert out.dim() == 2 and out.shape[0] == 1
+    if cfg.model.name.startswith("mpn"):
+        assert out.shape[1] == cfg.mpn.num_parts * cfg.mpn.dim
+
+
+@pytest.mark.parametrize("path", PAPER, ids=[osp.basename(c) for c in PAPER])
+def test_paper_recipe_values(path, fake_root):
+    cfg = cfg_for(path, fake_root, fast=False)
+    assert (cfg.data.height, cfg.data.width) == (384, 128)
+    assert cfg.train.batch_size == 48 and cfg.sampler.num_instances == 8
+    assert cfg.sampler.train_sampler == "RandomIdentitySampler"
+    assert (cfg.train.optim, cfg.train.lr, cfg.sgd.momentum, cfg.train.weight_decay) == ("sgd", 0.01, 0.9, 5e-4)
+    assert cfg.train.max_epoch == 70 and cfg.train.stepsize == [20] and cfg.train.gamma == 0.1
+    assert cfg.mpn.num_parts == 6 and cfg.mpn.loss.triplet_margin == 0.2
+    assert cfg.mpn.loss.alignment == "class_wise" and cfg.mpn.loss.alignment_weight == 1.0
+    assert {"random_flip", "random_erase"} <= set(cfg.data.transforms)
+    assert cfg.mpn.prior.offline_translation_copies == 5
+    assert cfg.test.dist_metric == "cosine" and cfg.mpn.backbone == "resnet50"
+
+
+def test_unknown_key_is_rejected(fake_root):
+    with pytest.raises((KeyError, AssertionError), match="mpn.nonsense"):
+        cfg_for(CONFIGS[0], fake_root, "mpn.nonsense", "1")
+
+
+def test_missing_market_root_names_the_folder(tmp_path):
+    register_prior_datasets()
+    with pytest.raises(FileNotFoundError, match="market1501"):
+        compat.data.ImageDataManager(root=str(tmp_path), sources="market1501_prior",
+                                     use_gpu=False, workers=0)
