@@ -24,6 +24,7 @@ def tiny_root(tmp_path_factory):
     from mpn_plugin.data.synthetic import generate_synthetic_dataset
     root = str(tmp_path_factory.mktemp("data"))
     generate_synthetic_dataset(root, tiny_config(), progress=False)
-    generate_priors.main(["--dataset", "synthetic_pedestrians", "--root", root, "--adapter",
-                          "synthetic", "--height", "128", "--width", "64", "--workers", "1"])
+    for h, w in (("128", "64"), ("64", "32")):  # feature sizes 8x4 and 4x2 (the e2e tests)
+        generate_priors.main(["--dataset", "synthetic_pedestrians", "--root", root, "--adapter",
+                              "synthetic", "--height", h, "--width", w, "--workers", "1"])
     return root

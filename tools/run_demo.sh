@@ -9,6 +9,6 @@ bash tools/setup_env.sh
 PY=.venv/bin/python
 ROOT=${ROOT:-data}
 $PY tools/make_synthetic_dataset.py --root "$ROOT"
-$PY tools/generate_priors.py --dataset synthetic_pedestrians --root "$ROOT" --adapter synthetic
+$PY tools/generate_priors.py --dataset synthetic_pedestrians --root "$ROOT" --adapter synthetic --height 128 --width 64
 $PY tools/train.py --config-file configs/mpn_synthetic.yaml --root "$ROOT" "$@"
 echo "[demo] total wall time: $(( $(date +%s) - start )) s"

@@ -108,6 +108,18 @@ class JointTransform:
     def from_compose(cls, compose) -> "JointTransform":
         return cls(list(getattr(compose, "transforms", [compose])))
 
+    def output_size(self):
+        """(height, width) of the output image: the last resizing/cropping op's size."""
+        size = None
+        for t in self.transforms:
+            if isinstance(t, T.Resize):
+                size = tuple(t.size) if not isinstance(t.size, int) else (t.size, t.size)
+            elif isinstance(t, compat.transforms.Random2DTranslation):
+                size = (t.height, t.width)
+        if size is None:
+            raise ValueError("the transform has no Resize: cannot tell the output size")
+        return size
+
     def __call__(self, img: Image.Image, mask: Mask = None):
         for t in self.transforms:
             op = _JOINT_OPS.get(type(t))

@@ -90,6 +90,7 @@ class PriorAwareMixin:
         opts = self.prior_options
         self._cache = None
         self._joint = None
+        self._feature_size = None
         self._missing_count = 0
         self._copies = [(0.0, 0.0)]
         if self.mode == "train" and opts.offline_translation_copies > 1:
@@ -111,28 +112,47 @@ class PriorAwareMixin:
         return self.dataset_dir
 
     def _cache_path(self) -> str:
+        """``mpn.prior.cache_file``, or the one ``priors_<tool>_<Hf>x<Wf>.npz`` of the dataset
+        folder made for the training feature size."""
         opts = self.prior_options
         if opts.cache_file:
             return opts.cache_file
-        found = sorted(glob.glob(osp.join(self.prior_root, "priors_*.npz")))
+        Hf, Wf = self._feature_size or ("*", "*")
+        found = sorted(glob.glob(osp.join(self.prior_root, f"priors_*_{Hf}x{Wf}.npz")))
         if len(found) != 1:
+            others = sorted(osp.basename(f) for f in glob.glob(osp.join(self.prior_root, "priors_*.npz")))
+            stride = opts.feature_stride
             raise FileNotFoundError(
-                f"{'no' if not found else 'several'} prior cache files in '{self.prior_root}' "
-                f"({[osp.basename(f) for f in found]}); generate one with "
-                f"`python tools/generate_priors.py --dataset <name> --root <data.root>` or set "
-                f"mpn.prior.cache_file. Set mpn.prior_variant=uniform to train without priors.")
+                f"{'no' if not found else 'several'} prior cache files for feature size "
+                f"{Hf}x{Wf} in '{self.prior_root}' (found: {others or 'none'}). Generate one: "
+                f"python tools/generate_priors.py --dataset <name> --root <data.root> --height "
+                f"{Hf if Hf == '*' else Hf * stride} --width {Wf if Wf == '*' else Wf * stride}; "
+                f"or set mpn.prior.cache_file, or mpn.prior_variant=uniform to train without priors.")
         return found[0]
 
-    def prior_cache(self):
+    def prior_cache(self, feature_size: Optional[Tuple[int, int]] = None):
+        """The prior cache, validated once: made for this feature size (else
+        ``StalePriorCacheError``) and holding every training image (else ``KeyError``, unless
+        ``on_missing='uniform'``)."""
         if self._cache is None:
             from ..priors.cache import PriorCache
-            self._cache = PriorCache.load(self._cache_path())
+            cache = PriorCache.load(self._cache_path(), expected_feature_size=feature_size)
+            rels = {osp.relpath(p, self.prior_root) for p, *_ in self.data}
+            missing = sorted(r for r in rels if r not in cache)
+            if missing and self.prior_options.on_missing == "error":
+                raise KeyError(
+                    f"{len(missing)} of {len(rels)} training images have no prior in "
+                    f"'{self._cache_path()}' (e.g. '{missing[0]}'): it was made for other "
+                    f"images. Regenerate it: python tools/generate_priors.py --dataset <name> "
+                    f"--root <data.root> --height H --width W --overwrite; or set "
+                    f"mpn.prior.on_missing=uniform to use the fallback prior for them.")
+            self._cache = cache
         return self._cache
 
     def stage1_mask(self, img_path: str) -> Optional[np.ndarray]:
         """The cached image-resolution person mask of ``img_path`` (None = fallback prior)."""
         rel = osp.relpath(img_path, self.prior_root)
-        cache = self.prior_cache()
+        cache = self.prior_cache(self._feature_size)
         if rel not in cache:
             if self.prior_options.on_missing == "error":
                 raise KeyError(
@@ -152,6 +172,11 @@ class PriorAwareMixin:
         offline translation copy, then the joint online transforms."""
         from .joint_transforms import JointTransform, translate_pair
 
+        if self._joint is None:
+            self._joint = JointTransform.from_compose(self.transform)
+            h, w = self._joint.output_size()
+            stride = self.prior_options.feature_stride
+            self._feature_size = (h // stride, w // stride)
         img_path = self.data[index][0]
         img = compat.utils.read_image(img_path)
         mask = self.stage1_mask(img_path)
@@ -163,8 +188,6 @@ class PriorAwareMixin:
         if dx or dy:
             img, mask = translate_pair(img, mask, int(round(dx * img.width)),
                                        int(round(dy * img.height)))
-        if self._joint is None:
-            self._joint = JointTransform.from_compose(self.transform)
         return self._joint(img, mask)
 
     def translation_of(self, index: int):
@@ -180,10 +203,8 @@ class PriorAwareMixin:
 
         img_path, pid, camid, dsetid = self.data[index]
         img_t, mask_t = self.transformed_pair(index)
-        stride = self.prior_options.feature_stride
-        feature_size = (img_t.shape[-2] // stride, img_t.shape[-1] // stride)
         prior = coarse_prior_from_mask(
-            mask_t, feature_size,
+            mask_t, self._feature_size,
             PriorConfig(binarize_threshold=self.prior_options.binarize_threshold))
         return {
             "img": img_t, "pid": pid, "camid": camid, "impath": img_path, "dsetid": dsetid,
@@ -208,7 +229,7 @@ class CombinedPriorDataset(PriorAwareMixin, compat.ImageDataset):
         obj.__dict__.update(combined.__dict__)
         obj._sources = [s for src in sources for s in getattr(src, "_sources", [src])]
         obj.prior_options = sources[0].prior_options
-        obj._cache, obj._joint, obj._missing_count = None, None, 0
+        obj._cache, obj._joint, obj._missing_count, obj._feature_size = None, None, 0, None
         obj._copies, obj._num_originals = [(0.0, 0.0)], len(obj.data)
         return obj
 
