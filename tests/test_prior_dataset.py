@@ -160,3 +160,24 @@ def test_image_without_prior_errors_or_falls_back(tiny_root, tmp_path, registere
 def test_missing_dataset_folder_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="make_synthetic_dataset.py"):
         datamanager(str(tmp_path))
+
+
+def test_multi_source_training_keeps_priors(tiny_root, tmp_path, registered):
+    """torchreid sums source datasets with Dataset.__add__ (a plain ImageDataset): ours keep
+    each image's prior from its own dataset's cache."""
+    import shutil
+    from mpn_plugin.data.prior_datasets import prior_aware
+    market = compat.submodule("data.datasets.image.market1501").Market1501
+    shutil.copytree(osp.join(tiny_root, "synthetic_pedestrians"), tmp_path / "synthetic_copy")
+    shutil.copytree(osp.join(tiny_root, "synthetic_pedestrians"), tmp_path / "synthetic_pedestrians")
+    register_prior_datasets(PriorOptions())
+    compat.register_image_dataset("synthetic_copy", prior_aware(market, "synthetic_copy", "synthetic_copy"),
+                                  overwrite=True)
+    dm = datamanager(str(tmp_path), sources=["synthetic_pedestrians", "synthetic_copy"])
+    ds = dm.train_loader.dataset
+    assert type(ds).__name__ == "CombinedPriorDataset"
+    assert len(ds.train) == 2 * 16 * 8 and dm.num_train_pids == 32
+    batch = next(iter(dm.train_loader))
+    assert batch["prior_mask"].shape == (8, 8, 4)
+    paths = {osp.basename(osp.dirname(osp.dirname(p))) for p in batch["impath"]}
+    assert paths <= {"synthetic_pedestrians", "synthetic_copy"}

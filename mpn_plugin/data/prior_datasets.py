@@ -236,6 +236,7 @@ class CombinedPriorDataset(PriorAwareMixin, compat.ImageDataset):
     def stage1_mask(self, img_path):
         for src in self._sources:
             if osp.abspath(img_path).startswith(osp.abspath(src.prior_root) + os.sep):
+                src._feature_size = self._feature_size  # the size the combined set trains at
                 return src.stage1_mask(img_path)
         raise KeyError(f"image '{img_path}' belongs to none of the combined datasets")
 
