@@ -21,7 +21,7 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS = {
-    "test": ["pytest>=7"],
+    "test": ["pytest>=7", "onnx", "onnxruntime", "onnxscript"],
     "gradcam": ["grad-cam>=1.5"],
     "onnx": ["onnx", "onnxruntime"],
 }

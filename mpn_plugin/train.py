@@ -85,6 +85,44 @@ def build_model_from_cfg(cfg, num_classes: int) -> torch.nn.Module:
                                      pretrained=False, use_gpu=torch.cuda.is_available())
 
 
+def load_trained_model(config_file: str, checkpoint: str, root: str = "", opts=()):
+    """Rebuild a trained model from its config and checkpoint, in eval mode.
+
+    The number of training identities is read from the checkpoint's classifier, so the
+    dataset need not be present.
+
+    Args:
+        config_file (str): the YAML the model was trained with.
+        checkpoint (str): a checkpoint written by ``tools/train.py`` (loaded with
+            ``weights_only=True``).
+        root (str): dataset root (only stored in the returned config).
+        opts: config overrides as ``key value`` pairs.
+
+    Returns:
+        (model, cfg)
+
+    Examples::
+
+        >>> model, cfg = load_trained_model('configs/mpn_synthetic.yaml',
+        ...                                  'log/mpn_synthetic/model/model.pth.tar-12')
+    """
+    for path, what in ((config_file, "config"), (checkpoint, "checkpoint")):
+        if not osp.isfile(path):
+            raise FileNotFoundError(f"{what} file {path!r} does not exist")
+    cfg = setup_cfg(build_parser().parse_args(["--config-file", config_file]
+                                              + (["--root", root] if root else []) + list(opts)))
+    state = compat.state_dict_of(compat.load_checkpoint(checkpoint))
+    suffixes = ("main_classifier.weight", "auxiliary_classifier.weight", "classifier.weight",
+                "classifier.0.weight")
+    weights = [v for k, v in state.items() if k.endswith(suffixes)]
+    if not weights:
+        raise ValueError(f"checkpoint {checkpoint!r} holds no classifier weight (keys ending in "
+                         f"{suffixes}); is it a model checkpoint written by tools/train.py?")
+    model = build_model_from_cfg(cfg, num_classes=weights[0].shape[-2])
+    compat.load_model_weights(model, checkpoint)
+    return model.eval(), cfg
+
+
 def main(argv: Optional[List[str]] = None) -> dict:
     """Run training and/or evaluation; returns the final results per target dataset."""
     args = build_parser().parse_args(argv)

@@ -12,6 +12,9 @@ Examples::
     # your own parsing / mask outputs for Market-1501
     python tools/generate_priors.py --dataset market1501_prior --root /data --adapter parsing \
         --parsing-dir /data/market_parsing --mask-dir /data/market_masks
+    # your own crops prepared by tools/prepare_dataset.py, mediapipe in its own env
+    .venv-mediapipe/bin/python tools/generate_priors.py --manifest data/my_crops/manifest.csv \
+        --adapter mediapipe --height 128 --width 64
     # a plain folder of crops with mediapipe (in its own env, see third_party/README.md)
     .venv-mediapipe/bin/python tools/generate_priors.py --images /path/to/crops --adapter mediapipe
 """
@@ -75,25 +78,40 @@ def _run_one(job):
 
 
 def list_images(args):
-    """(dataset_dir, [(abs path, relpath)]) of the images to process."""
+    """(image root, [(abs path, relpath to the image root)], folder of the cache) of the images
+    to process."""
+    if args.manifest:  # read with csv only: this also runs in the torch-free prior environment
+        import csv
+        if not osp.isfile(args.manifest):
+            raise SystemExit(f"--manifest '{args.manifest}' does not exist (tools/prepare_dataset.py writes it)")
+        folder = osp.dirname(osp.abspath(args.manifest))
+        with open(args.manifest, newline="") as f:
+            rows = list(csv.DictReader(f))
+        absolute = [r["path"] if osp.isabs(r["path"]) else osp.normpath(osp.join(folder, r["path"]))
+                    for r in rows]
+        # same rule as mpn_plugin.data.manifest.common_image_root: the deepest folder of all images
+        root = osp.commonpath([osp.dirname(p) for p in absolute])
+        paths = sorted({p for p, r in zip(absolute, rows) if args.splits == "all" or r["split"] == "train"})
+        return root, [(p, osp.relpath(p, root)) for p in paths], folder
     if args.images:
         root = osp.abspath(args.images)
         if not osp.isdir(root):
             raise SystemExit(f"--images '{root}' is not a folder")
         paths = sorted(p for p in glob.glob(osp.join(root, "**", "*"), recursive=True)
                        if p.lower().endswith(IMAGE_EXTS))
-        return root, [(p, osp.relpath(p, root)) for p in paths]
+        return root, [(p, osp.relpath(p, root)) for p in paths], root
     import mpn_plugin  # noqa: F401  (registers the datasets)
     from mpn_plugin import compat
     modes = ["train"] if args.splits == "train" else ["train", "query", "gallery"]
-    items, dataset_dir = {}, None
+    items, dataset_dir, image_root = {}, None, None
     for mode in modes:
         ds = compat.data.datasets.init_image_dataset(args.dataset, root=args.root, mode=mode,
                                                      transform=None, verbose=False)
         dataset_dir = ds.dataset_dir
+        image_root = getattr(ds, "image_root", dataset_dir)
         for path, *_ in ds.data:
-            items[path] = osp.relpath(path, dataset_dir)
-    return dataset_dir, sorted(items.items())
+            items[path] = osp.relpath(path, image_root)
+    return image_root, sorted(items.items()), dataset_dir
 
 
 def build_adapter(args, dataset_dir):
@@ -123,6 +141,7 @@ def main(argv=None):
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--dataset", help="a registered torchreid dataset name")
     src.add_argument("--images", help="a plain folder of images (searched recursively)")
+    src.add_argument("--manifest", help="a manifest.csv of tools/prepare_dataset.py (cache goes beside it)")
     p.add_argument("--root", default="data", help="data root for --dataset")
     p.add_argument("--splits", choices=["train", "all"], default="train")
     p.add_argument("--adapter", choices=["synthetic", "parsing", "keypoints", "mediapipe"],
@@ -140,11 +159,11 @@ def main(argv=None):
     args = p.parse_args(argv)
 
     feature_size = pipeline.feature_size_for((args.height, args.width), args.stride)
-    dataset_dir, items = list_images(args)
+    dataset_dir, items, cache_dir = list_images(args)
     if not items:
-        raise SystemExit(f"no images found for {args.dataset or args.images}")
+        raise SystemExit(f"no images found for {args.dataset or args.manifest or args.images}")
     adapter = build_adapter(args, dataset_dir)
-    out = args.out or osp.join(dataset_dir, f"priors_{args.adapter}_{feature_size[0]}x{feature_size[1]}.npz")
+    out = args.out or osp.join(cache_dir, f"priors_{args.adapter}_{feature_size[0]}x{feature_size[1]}.npz")
     fingerprint = cache_mod.dataset_fingerprint(dataset_dir, [r for _, r in items])
     header = {"tool": adapter.name, "tool_version": adapter.version,
               "feature_size": list(feature_size), "fingerprint": fingerprint,

@@ -23,26 +23,29 @@ import sys
 import cv2
 import numpy as np
 import torch
+from tqdm import tqdm
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from mpn_plugin import compat  # noqa: E402
-from mpn_plugin.train import build_model_from_cfg, build_parser, setup_cfg  # noqa: E402
-from mpn_plugin.visualization.gradcam import centroids_ordered, part_gradcam, vertical_centroids  # noqa: E402
+from mpn_plugin.train import load_trained_model  # noqa: E402
+from mpn_plugin.visualization.gradcam import (centroid_rank_correlation, centroids_ordered,  # noqa: E402
+                                              part_gradcam, vertical_centroids)
 
 
-def load_model(spec: str, root: str):
-    """``NAME=CONFIG:CHECKPOINT`` -> (name, model in eval mode, cfg)."""
+def load_model(spec: str, root: str, opts=()):
+    """``NAME=CONFIG:CHECKPOINT`` -> (name, model in eval mode, cfg); ``opts`` are config
+    overrides (``key value`` pairs) applied to every model's config."""
+    if "=" not in spec or ":" not in spec.split("=", 1)[1]:
+        raise ValueError(f"--model {spec!r}: expected NAME=CONFIG:CHECKPOINT, e.g. "
+                         "MPN=configs/mpn_synthetic.yaml:log/mpn_synthetic/model/model.pth.tar-12")
     name, rest = spec.split("=", 1)
     config, ckpt = rest.rsplit(":", 1)
-    cfg = setup_cfg(build_parser().parse_args(["--config-file", config] + (["--root", root] if root else [])))
-    sd = compat.state_dict_of(compat.load_checkpoint(ckpt))
-    w = next(v for k, v in sd.items() if k.endswith(("main_classifier.weight", "auxiliary_classifier.weight",
-                                                      "classifier.0.weight")))
-    num_classes = w.shape[-2]
-    model = build_model_from_cfg(cfg, num_classes)
-    compat.load_model_weights(model, ckpt)
-    return name, model.eval(), cfg
+    try:
+        model, cfg = load_trained_model(config, ckpt, root, opts)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"--model {name}: {e}") from None
+    return name, model, cfg
 
 
 def load_images(args, cfg):
@@ -71,6 +74,27 @@ def overlay(img_rgb, cam):
     return (0.5 * img_rgb + 0.5 * heat).astype(np.uint8)
 
 
+def labelled_row(name, tiles, scale):
+    """One figure row: a name band on the left, then the tiles side by side, upscaled."""
+    row = np.hstack(tiles)
+    row = cv2.resize(row, (row.shape[1] * scale, row.shape[0] * scale), interpolation=cv2.INTER_NEAREST)
+    band = np.full((row.shape[0], 90, 3), 255, np.uint8)
+    cv2.putText(band, name[:11], (4, row.shape[0] // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1,
+                cv2.LINE_AA)
+    return np.hstack([band, row])
+
+
+def grid(blocks, cols, pad=6):
+    """Blocks of equal size in a grid of ``cols`` columns, white padding."""
+    h, w = blocks[0].shape[:2]
+    rows = -(-len(blocks) // cols)
+    out = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, 3), 255, np.uint8)
+    for i, b in enumerate(blocks):
+        r, c = divmod(i, cols)
+        out[pad + r * (h + pad):pad + r * (h + pad) + h, pad + c * (w + pad):pad + c * (w + pad) + w] = b
+    return out
+
+
 def shift_box(img_rgb, dy_frac):
     """Simulate a detection error: move the box down by dy (the person moves up), edge fill."""
     H, W = img_rgb.shape[:2]
@@ -86,46 +110,72 @@ def main(argv=None):
     p.add_argument("--split", default="query", choices=["train", "query", "gallery"])
     p.add_argument("--num", type=int, default=24)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--true-class", action="store_true", help="explain the true identity (train split)")
+    p.add_argument("--true-class", action="store_true",
+                   help="explain the true identity (train split) instead of the predicted class")
     p.add_argument("--shift", type=float, default=0.15, help="box shift for the follow check")
+    p.add_argument("--tolerance", type=float, default=0.02,
+                   help="order check: allowed upward step between consecutive centroids (fraction of height)")
+    p.add_argument("--method", default="gradcam", choices=["gradcam", "hirescam"],
+                   help="gradcam (paper, [57]) or hirescam (position-wise gradients; see part_gradcam)")
+    p.add_argument("--fig8", type=int, default=8, help="how many Fig. 8-style per-image PNGs to write")
+    p.add_argument("--grid-num", type=int, default=16, help="images in the Fig. 9-style grid")
+    p.add_argument("--grid-cols", type=int, default=4)
+    p.add_argument("--scale", type=int, default=2, help="upscaling of the figures")
     p.add_argument("--out-dir", required=True)
+    p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides for every model")
     a = p.parse_args(argv)
     os.makedirs(a.out_dir, exist_ok=True)
-    models = [load_model(s, a.root) for s in a.model]
+    models = [load_model(s, a.root, a.opts) for s in a.model]
     items = load_images(a, models[0][2])
-    stats, grid_rows = {}, []
-    for n, (path, pid) in enumerate(items):
-        rgb = cv2.cvtColor(cv2.imread(path), cv2.COLOR_BGR2RGB)
+    if not items:
+        raise FileNotFoundError("no images: give --images paths/folders or a --root with the dataset")
+    if a.true_class and any(pid is None for _, pid in items):
+        raise ValueError("--true-class needs labelled images (a dataset split), not --images")
+    stats, grid_blocks = {}, []
+    for n, (path, pid) in enumerate(tqdm(items, desc="Grad-CAM", unit="img")):
+        bgr = cv2.imread(path)
+        if bgr is None:
+            raise IOError(f"cannot read image {path!r}")
+        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         rows = []
         for name, model, cfg in models:
             small = cv2.resize(rgb, (cfg.data.width, cfg.data.height))
-            target = torch.tensor([pid]) if (a.true_class and pid is not None) else None
-            cams, _ = part_gradcam(model, to_tensor(rgb, cfg), target)
-            shifted, _ = part_gradcam(model, to_tensor(shift_box(rgb, a.shift), cfg), target)
+            target = torch.tensor([pid]) if a.true_class else None
+            cams, _ = part_gradcam(model, to_tensor(rgb, cfg), target, method=a.method)
+            shifted, _ = part_gradcam(model, to_tensor(shift_box(rgb, a.shift), cfg), target,
+                                      method=a.method)
             c0, c1 = vertical_centroids(cams)[0], vertical_centroids(shifted)[0]
-            s = stats.setdefault(name, {"ordered": 0, "ordered_shifted": 0, "follow": 0, "n": 0})
+            s = stats.setdefault(name, {"ordered": 0, "ordered_shifted": 0, "follow": 0, "rho": 0.0,
+                                        "n": 0, "K": cams.shape[1]})
             s["n"] += 1
-            s["ordered"] += int(centroids_ordered(cams)[0])
-            s["ordered_shifted"] += int(centroids_ordered(shifted)[0])
-            # the person moved up by `shift`: every part's centroid should move up too
+            s["ordered"] += int(centroids_ordered(cams, a.tolerance)[0])
+            s["ordered_shifted"] += int(centroids_ordered(shifted, a.tolerance)[0])
+            s["rho"] += float(centroid_rank_correlation(cams)[0])
+            # the person moved up by `shift`: most parts' centroids should move up too
             s["follow"] += int(((c0 - c1) > 0.25 * a.shift).float().mean() >= 0.5)
-            rows.append(np.hstack([small] + [overlay(small, c.numpy()) for c in cams[0]]))
-            if name == models[-1][0]:
-                grid_rows.append(rows[-1])
-        fig = np.vstack(rows)
-        cv2.imwrite(osp.join(a.out_dir, f"fig8_{n:03d}.png"), cv2.cvtColor(fig, cv2.COLOR_RGB2BGR))
-    grid = np.vstack(grid_rows)
-    cv2.imwrite(osp.join(a.out_dir, "fig9_grid.png"), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
-    report = {k: {"images": v["n"], "share_ordered": v["ordered"] / v["n"],
+            rows.append(labelled_row(name, [small] + [overlay(small, c.numpy()) for c in cams[0]], a.scale))
+        if n < a.fig8:
+            cv2.imwrite(osp.join(a.out_dir, f"fig8_{n:03d}.png"), cv2.cvtColor(np.vstack(rows), cv2.COLOR_RGB2BGR))
+        if n < a.grid_num:
+            grid_blocks.append(rows[-1])
+    if grid_blocks:
+        cv2.imwrite(osp.join(a.out_dir, "fig9_grid.png"),
+                    cv2.cvtColor(grid(grid_blocks, a.grid_cols), cv2.COLOR_RGB2BGR))
+    report = {k: {"images": v["n"], "parts": v["K"], "share_ordered": v["ordered"] / v["n"],
                   "share_ordered_shifted": v["ordered_shifted"] / v["n"],
+                  "mean_rank_correlation": v["rho"] / v["n"],
                   "share_following_shift": v["follow"] / v["n"]} for k, v in stats.items()}
+    report["_protocol"] = {"split": a.split if not a.images else "files", "true_class": a.true_class, "method": a.method,
+                           "shift": a.shift, "tolerance": a.tolerance, "seed": a.seed}
     with open(osp.join(a.out_dir, "centroids.json"), "w") as f:
         json.dump(report, f, indent=2)
-    print("| model | images | K centroids top-to-bottom | same after box shift | maps follow the shift |")
-    print("|---|---|---|---|---|")
+    print(f"| model | images | K centroids top-to-bottom (tol. {a.tolerance:g}) | same after box shift "
+          f"| Spearman(k, centroid) | maps follow a {a.shift:g} shift |")
+    print("|---|---|---|---|---|---|")
     for k, v in report.items():
-        print(f"| {k} | {v['images']} | {v['share_ordered']:.0%} | {v['share_ordered_shifted']:.0%} "
-              f"| {v['share_following_shift']:.0%} |")
+        if not k.startswith("_"):
+            print(f"| {k} | {v['images']} | {v['share_ordered']:.0%} | {v['share_ordered_shifted']:.0%} "
+                  f"| {v['mean_rank_correlation']:.2f} | {v['share_following_shift']:.0%} |")
     return report
 
 

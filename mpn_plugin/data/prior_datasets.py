@@ -109,7 +109,14 @@ class PriorAwareMixin:
     # ----------------------------------------------------------------------- cache
     @property
     def prior_root(self) -> str:
+        """Where the prior cache files live."""
         return self.dataset_dir
+
+    @property
+    def image_root(self) -> str:
+        """The folder the cache's image paths are relative to (the dataset folder; a manifest
+        dataset sets the common folder of its images)."""
+        return getattr(self, "_image_root", None) or self.prior_root
 
     def _cache_path(self) -> str:
         """``mpn.prior.cache_file``, or the one ``priors_<tool>_<Hf>x<Wf>.npz`` of the dataset
@@ -137,7 +144,7 @@ class PriorAwareMixin:
         if self._cache is None:
             from ..priors.cache import PriorCache
             cache = PriorCache.load(self._cache_path(), expected_feature_size=feature_size)
-            rels = {osp.relpath(p, self.prior_root) for p, *_ in self.data}
+            rels = {osp.relpath(p, self.image_root) for p, *_ in self.data}
             missing = sorted(r for r in rels if r not in cache)
             if missing and self.prior_options.on_missing == "error":
                 raise KeyError(
@@ -151,7 +158,7 @@ class PriorAwareMixin:
 
     def stage1_mask(self, img_path: str) -> Optional[np.ndarray]:
         """The cached image-resolution person mask of ``img_path`` (None = fallback prior)."""
-        rel = osp.relpath(img_path, self.prior_root)
+        rel = osp.relpath(img_path, self.image_root)
         cache = self.prior_cache(self._feature_size)
         if rel not in cache:
             if self.prior_options.on_missing == "error":
@@ -235,7 +242,7 @@ class CombinedPriorDataset(PriorAwareMixin, compat.ImageDataset):
 
     def stage1_mask(self, img_path):
         for src in self._sources:
-            if osp.abspath(img_path).startswith(osp.abspath(src.prior_root) + os.sep):
+            if img_path in src.__dict__.setdefault("_own_paths", {p for p, *_ in src.data}):
                 src._feature_size = self._feature_size  # the size the combined set trains at
                 return src.stage1_mask(img_path)
         raise KeyError(f"image '{img_path}' belongs to none of the combined datasets")
@@ -298,3 +305,5 @@ def register_prior_datasets(options: Optional[PriorOptions] = None) -> None:
         if options is not None:
             cls.prior_options = dataclasses.replace(options)
         compat.register_image_dataset(name, cls, overwrite=True)
+    from .manifest import register_manifest_datasets
+    register_manifest_datasets(options)

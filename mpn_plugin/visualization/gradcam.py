@@ -49,10 +49,21 @@ def part_logits_fn(model: nn.Module) -> PartLogitsFn:
                     "MPN models and torchreid's pcb_p6 / pcb_p4")
 
 
+CAM_METHODS = ("gradcam", "hirescam")
+
+
 def part_gradcam(model: nn.Module, images: torch.Tensor, targets: Optional[torch.Tensor] = None,
-                 logits_fn: Optional[PartLogitsFn] = None, upsample: bool = True
-                 ) -> Tuple[torch.Tensor, torch.Tensor]:
+                 logits_fn: Optional[PartLogitsFn] = None, upsample: bool = True,
+                 method: str = "gradcam") -> Tuple[torch.Tensor, torch.Tensor]:
     """Grad-CAM of each part classifier.
+
+    ``method='gradcam'`` is Grad-CAM [57] as in the paper (channel weights = spatially averaged
+    gradients). ``method='hirescam'`` keeps the gradient per position,
+    ``cam = ReLU(sum_c dy/dA_c * A_c)`` (HiResCAM, Draelos & Carin 2020): for heads that pool
+    with a global *max* (MPN's MTs, Eq. 2) the score depends only on the arg-max positions, and
+    averaging the gradient spreads that evidence over every position where the same channels
+    fire; HiResCAM shows the positions the score really depends on. For a GAP head both are
+    the same map.
 
     Args:
         model (nn.Module): put in eval mode by the caller (BN running statistics).
@@ -69,6 +80,8 @@ def part_gradcam(model: nn.Module, images: torch.Tensor, targets: Optional[torch
 
         >>> cams, cls = part_gradcam(model.eval(), imgs)   # (B, 6, 256, 128)
     """
+    if method not in CAM_METHODS:
+        raise ValueError(f"method={method!r}: choose one of {CAM_METHODS}")
     fn = logits_fn or part_logits_fn(model)
     with torch.enable_grad():
         A, logits = fn(images)                                    # (B,C,h,w), (K,B,classes)
@@ -78,8 +91,9 @@ def part_gradcam(model: nn.Module, images: torch.Tensor, targets: Optional[torch
         cams = []
         for k in range(K):
             (grad,) = torch.autograd.grad(scores[k].sum(), A, retain_graph=k < K - 1)
-            alpha = grad.mean(dim=(2, 3), keepdim=True)           # (B, C, 1, 1)
-            cams.append(torch.relu((alpha * A).sum(1)))           # (B, h, w)
+            if method == "gradcam":
+                grad = grad.mean(dim=(2, 3), keepdim=True)        # alpha: (B, C, 1, 1)
+            cams.append(torch.relu((grad * A).sum(1)))            # (B, h, w)
     cams = torch.stack(cams, 1).detach()                          # (B, K, h, w)
     peak = cams.flatten(2).amax(-1).clamp_min(1e-12)[..., None, None]
     cams = cams / peak
@@ -101,3 +115,16 @@ def centroids_ordered(cams: torch.Tensor, tolerance: float = 0.0) -> torch.Tenso
     ``tolerance`` of the height) for each image: (B,) bool."""
     c = vertical_centroids(cams)
     return (c[:, 1:] - c[:, :-1] >= -tolerance).all(1)
+
+
+def centroid_rank_correlation(cams: torch.Tensor) -> torch.Tensor:
+    """Spearman correlation between the part index k and the rank of the k-th map's vertical
+    centroid, per image: (B, K, H, W) -> (B,) in [-1, 1]. 1 = maps exactly top to bottom in
+    part order, 0 = no relation; a softer measure than :func:`centroids_ordered`, which fails
+    on a single swapped pair. Ties get the order of the part index (``argsort`` is stable)."""
+    c = vertical_centroids(cams)                                  # (B, K)
+    K = c.shape[1]
+    ranks = c.argsort(dim=1, stable=True).argsort(dim=1).to(c.dtype)      # rank of each part's centroid
+    k = torch.arange(K, dtype=c.dtype, device=c.device)
+    d2 = ((ranks - k) ** 2).sum(1)
+    return 1 - 6 * d2 / (K * (K * K - 1))
