@@ -75,6 +75,8 @@ def get_default_config() -> CN:
     cfg.train.stepsize = [20]
     cfg.train.gamma = 0.1
     cfg.train.warmup_epochs = 0  # linear lr warm-up (epochs), 0 = off
+    cfg.train.sync_bn = False    # torchrun only: SyncBatchNorm in the backbone
+    cfg.train.amp = False        # mixed precision: bf16 autocast on CPU, fp16 + scaling on CUDA
     cfg.train.print_freq = 20
     cfg.train.seed = 1
 
@@ -109,6 +111,7 @@ def get_default_config() -> CN:
     cfg.test.visrank = False
     cfg.test.visrank_topk = 10
     cfg.test.flip = False               # add features of the flipped image (authors' release)
+    cfg.test.amp = False                # mixed-precision feature extraction (bf16 CPU, fp16 CUDA)
 
     add_mpn_config(cfg)
     return cfg

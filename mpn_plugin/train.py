@@ -17,7 +17,7 @@ from typing import List, Optional
 
 import torch
 
-from . import compat
+from . import compat, distributed
 from .config import (engine_run_kwargs, get_default_config, imagedata_kwargs,
                      lr_scheduler_kwargs, merge_config_file, mpn_model_kwargs,
                      optimizer_kwargs)
@@ -127,7 +127,17 @@ def main(argv: Optional[List[str]] = None) -> dict:
     """Run training and/or evaluation; returns the final results per target dataset."""
     args = build_parser().parse_args(argv)
     cfg = setup_cfg(args)
-    compat.utils.set_random_seed(cfg.train.seed)
+    dist_info = distributed.init_distributed()       # torchrun: join the process group
+    rank = dist_info[0] if dist_info else 0
+    compat.utils.set_random_seed(cfg.train.seed + rank)  # DDP broadcasts rank 0's weights
+    if rank != 0:                                     # rank 0 alone logs
+        with open(os.devnull, "w") as null:
+            sys.stdout = null
+            try:
+                return _run(cfg, dist_info)
+            finally:
+                sys.stdout = sys.__stdout__
+                distributed.cleanup()
     os.makedirs(cfg.data.save_dir, exist_ok=True)
     log_name = "test.log" if cfg.test.evaluate else "train.log"
     console = sys.stdout
@@ -135,9 +145,10 @@ def main(argv: Optional[List[str]] = None) -> dict:
         # torchreid's Logger closes the console when garbage-collected: use a plain tee
         sys.stdout = _Tee(console, f)
         try:
-            return _run(cfg)
+            return _run(cfg, dist_info)
         finally:
             sys.stdout = console
+            distributed.cleanup()
 
 
 class _Tee:
@@ -158,7 +169,17 @@ class _Tee:
         return False
 
 
-def _run(cfg) -> dict:
+class _NullWriter:
+    """Stands in for torchreid's SummaryWriter on ranks other than 0."""
+
+    def add_scalar(self, *args, **kwargs):
+        pass
+
+    def close(self):
+        pass
+
+
+def _run(cfg, dist_info=None) -> dict:
     use_gpu = torch.cuda.is_available()
     print(f"Show configuration\n{cfg}\n")
     print(f"torchreid layout: {compat.LAYOUT}; use_gpu: {use_gpu}; torch {torch.__version__}")
@@ -173,7 +194,7 @@ def _run(cfg) -> dict:
     if cfg.model.load_weights:
         compat.load_model_weights(model, cfg.model.load_weights)
     if use_gpu:
-        model = model.cuda()
+        model = model.cuda(dist_info[2] if dist_info else None)
 
     optimizer = compat.optim.build_optimizer(model, **optimizer_kwargs(cfg))
     scheduler = compat.optim.build_lr_scheduler(optimizer, **lr_scheduler_kwargs(cfg))
@@ -184,9 +205,24 @@ def _run(cfg) -> dict:
 
     print(f"Building {cfg.engine.name}-engine for image-reid")
     engine = build_engine(cfg, datamanager, model, optimizer, scheduler, use_gpu=use_gpu)
+    if dist_info:
+        # checkpoints and evaluation use the unwrapped model; the training step uses DDP
+        rank, world, local_rank = dist_info
+        engine.model = distributed.wrap_model(model, local_rank, cfg.train.sync_bn)
+        engine.train_loader = distributed.distributed_train_loader(
+            engine.train_loader, cfg.train.batch_size, cfg.sampler.num_instances, cfg.train.seed)
+        print(f"DistributedDataParallel: {world} processes ({'nccl' if use_gpu else 'gloo'}), "
+              f"{cfg.train.batch_size} images per process and step, "
+              f"{len(engine.train_loader)} steps per epoch")
+        if rank != 0:
+            engine.writer = _NullWriter()
     start = time.time()
     engine.run(**run_kwargs)
-    results = {"wall_time_s": round(time.time() - start, 1), "results": engine.last_results}
+    results = {"wall_time_s": round(time.time() - start, 1), "results": engine.last_results,
+               "loss_history": getattr(engine, "loss_history", []),
+               "world_size": dist_info[1] if dist_info else 1}
+    if dist_info and dist_info[0] != 0:
+        return results
     with open(osp.join(cfg.data.save_dir, "results.json"), "w") as f:
         json.dump(results, f, indent=2)
     for name, r in engine.last_results.items():

@@ -1,5 +1,6 @@
 """The smallest folders torchreid's own parsers accept, for Market-1501, DukeMTMC-reID,
-CUHK03 (767/700 split files) and MSMT17; tiny images, 4 identities x 2 cameras x 2 images."""
+CUHK03 (767/700 split files) and MSMT17, and a manifest of own crops (custom_crops); tiny
+images, 4 identities x 2 cameras x 2 images."""
 import json
 import os
 import os.path as osp
@@ -57,4 +58,12 @@ def make_all(root):
         for proto in ("new", "classic"):
             with open(osp.join(c, f"splits_{proto}_{kind}.json"), "w") as f:
                 json.dump([split], f)
+    # own crops: a manifest written by tools/prepare_dataset.py (any names, any format)
+    from mpn_plugin.data.manifest import ManifestRow, write_manifest
+    d = osp.join(root, "custom_crops")
+    rows = [ManifestRow(_img(osp.join(d, "imgs", f"id{p}_cam{cam}_{k}.png")), p, cam, split)
+            for split, pids, cams, n in (("train", range(4), (0, 1), 2), ("query", range(4, 8), (0,), 1),
+                                          ("gallery", range(4, 8), (1,), 2))
+            for p in pids for cam in cams for k in range(n)]
+    write_manifest(osp.join(d, "manifest.csv"), rows)
     return root

@@ -62,3 +62,30 @@ def test_a_few_steps_on_a_fixed_batch_reduce_the_loss():
         summary = engine.forward_backward(b)
         totals.append(sum(v for k, v in summary.items() if k.startswith("loss")))
     assert totals[-1] < 0.9 * totals[0], totals
+
+
+def test_mixed_precision_step_and_features():
+    """train.amp: the forward runs in bfloat16 on CPU, the losses in float32, and a few steps
+    still reduce the loss; test.amp: float32 features close to the float32 forward's."""
+    model = build_mpn(4, variant="mpn", backbone="resnet18", dim=32).train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.03, momentum=0.9)
+    engine = _Engine(model, opt, MPNLossConfig())
+    engine.amp_train = True
+    dtypes = []
+    hook = model.backbone.register_forward_hook(lambda m, i, o: dtypes.append(o.dtype))
+    b = fixed_batch()
+    totals = []
+    for _ in range(8):
+        summary = engine.forward_backward(b)
+        totals.append(sum(v for k, v in summary.items() if k.startswith("loss")))
+    hook.remove()
+    assert set(dtypes) == {torch.bfloat16}
+    assert all(p.dtype == torch.float32 for p in model.parameters())   # master weights fp32
+    assert totals[-1] < 0.9 * totals[0], totals
+    model.eval()
+    engine.flip_test, engine.amp_test = True, False
+    ref = engine.extract_features(b["img"])
+    engine.amp_test = True
+    low = engine.extract_features(b["img"])
+    assert low.dtype == torch.float32
+    assert torch.nn.functional.cosine_similarity(ref, low).min() > 0.99

@@ -227,3 +227,30 @@ def test_grouped_heads_equal_k_separate_heads():
         v = (v.T - bn2.running_mean[sl]) / torch.sqrt(bn2.running_var[sl] + bn2.eps)
         v = torch.relu(v * bn2.weight[sl] + bn2.bias[sl])
         assert torch.allclose(got[:, k], v, atol=1e-4), k
+
+
+def test_fast_inference_path_equals_reference_forward():
+    """Eval + no_grad: BN folded into the first GEMM, max before bias/ReLU (part_head.py):
+    the same features as the reference forward, also after the weights change (cache)."""
+    from mpn_plugin.models import build_mpn
+    torch.manual_seed(0)
+    for variant in ("mpn", "mpn_o"):
+        model = build_mpn(10, variant=variant, backbone="resnet18", dim=64).eval()
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.running_mean.uniform_(-0.3, 0.3)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.data.uniform_(-1.0, 1.5)        # negative scales too
+        heads = model.main_heads
+        for step in range(2):
+            x = torch.randn(3, 3, 128, 64)
+            with torch.no_grad():
+                heads.fast_inference = False
+                ref = model(x)
+                heads.fast_inference = True
+                fast = model(x)
+            assert torch.allclose(fast, ref, rtol=1e-4, atol=1e-4), (fast - ref).abs().max()
+            with torch.no_grad():                          # change weights and BN statistics
+                heads.first.conv.weight.mul_(1.5)
+                heads.first.bn.running_mean.add_(0.1)
+        assert heads.first.can_fold() and not heads.first.train().can_fold()

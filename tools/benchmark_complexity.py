@@ -11,6 +11,11 @@ Examples::
 
     python tools/benchmark_complexity.py                       # 384x128, batch 16
     python tools/benchmark_complexity.py --quick --json out.json
+    python tools/benchmark_complexity.py --models mpn pcb_p6 --amp   # + mixed-precision timing
+
+``--amp`` also times every model with the forward under ``torch.autocast`` (bfloat16 on CPU,
+float16 on CUDA: the dtypes of ``train.amp`` / ``test.amp``), interleaved with the float32 runs,
+and prints the speed-up and the features' agreement (cosine similarity to float32).
 """
 from __future__ import annotations
 
@@ -30,6 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import mpn_plugin  # noqa: E402,F401
 from mpn_plugin import compat  # noqa: E402
+from mpn_plugin.engine.mixins import amp_dtype  # noqa: E402
 from mpn_plugin.losses import (class_wise_alignment_loss, cosine_batch_hard_triplet_loss,  # noqa: E402
                                part_id_loss)
 from mpn_plugin.models import MPN, count_parameters  # noqa: E402
@@ -109,6 +115,7 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--models", nargs="+", default=list(MODELS))
     p.add_argument("--quick", action="store_true", help="short run: 2 repeats, 1 warm-up, batch 8")
+    p.add_argument("--amp", action="store_true", help="also time mixed precision")
     p.add_argument("--json", default="")
     p.add_argument("--out", default="", help="also write the Markdown table here")
     a = p.parse_args(argv)
@@ -123,16 +130,21 @@ def main(argv=None):
     x, pids, mask, roi = batch(a.batch, a.height, a.width, device, fs)
     opt = {n: torch.optim.SGD(m.parameters(), lr=1e-4, momentum=0.9) for n, m in models.items()}
 
-    def step(n):
+    def autocast(on):
+        return torch.autocast(device.type, dtype=amp_dtype(device.type), enabled=on)
+
+    def step(n, amp=False):
         m = models[n].train()
-        loss = train_loss(m, x, pids, mask, roi)
+        with autocast(amp):
+            loss = train_loss(m, x, pids, mask, roi)
         opt[n].zero_grad(set_to_none=True)
-        loss.backward()
+        loss.float().backward()
         opt[n].step()
 
     @torch.no_grad()
-    def infer(n):
-        models[n].eval()(x)
+    def infer(n, amp=False):
+        with autocast(amp):
+            return models[n].eval()(x).float()
 
     res = {}
     for n, m in models.items():
@@ -148,17 +160,23 @@ def main(argv=None):
 
         res[n] = {"params_train": ptrain, "params_test": ptest, "gflops": gflops(test_graph),
                   "gflops_train": gflops(train_graph) / k}
-    times = {n: {"train": [], "infer": []} for n in models}
+    modes = ("", "_amp") if a.amp else ("",)
+    times = {n: {k + mode: [] for k in ("train", "infer") for mode in modes} for n in models}
     for r in range(a.warmup + a.repeats):            # interleaved round robin
         for n in models:
-            t_train = timed(lambda: step(n), sync)
-            t_inf = timed(lambda: infer(n), sync)
-            if r >= a.warmup:
-                times[n]["train"].append(t_train)
-                times[n]["infer"].append(t_inf)
+            for mode in modes:
+                t_train = timed(lambda: step(n, bool(mode)), sync)
+                t_inf = timed(lambda: infer(n, bool(mode)), sync)
+                if r >= a.warmup:
+                    times[n]["train" + mode].append(t_train)
+                    times[n]["infer" + mode].append(t_inf)
     for n in models:
-        res[n]["train_ms_per_img"] = 1000 * statistics.median(times[n]["train"]) / a.batch
-        res[n]["infer_ms_per_img"] = 1000 * statistics.median(times[n]["infer"]) / a.batch
+        for k, v in times[n].items():
+            res[n][k + "_ms_per_img" if not k.endswith("_amp") else
+                   k[:-4] + "_ms_per_img_amp"] = 1000 * statistics.median(v) / a.batch
+        if a.amp:
+            ref32, low = infer(n), infer(n, True)
+            res[n]["amp_feature_cosine_min"] = float(F.cosine_similarity(ref32, low).min())
     ref = res.get("pcb_p6")
     lines = [f"Input {a.height}x{a.width}, batch {a.batch}, {a.threads} threads, {device}, "
              f"median of {a.repeats} interleaved repeats after {a.warmup} warm-up; FLOPs = 2 x MACs.",
@@ -171,6 +189,17 @@ def main(argv=None):
                      f"{r['gflops']:.2f} | {r['gflops_train']:.2f} | {r['train_ms_per_img']:.1f} | "
                      f"{r['infer_ms_per_img']:.1f} | {rat('train_ms_per_img')} | "
                      f"{rat('infer_ms_per_img')} | {rat('gflops_train')} | {rat('gflops')} |")
+    if a.amp:
+        lines += ["", f"Mixed precision ({amp_dtype(device.type)} autocast, same run):", "",
+                  "| model | train ms/img fp32 | train ms/img amp | train speed-up | "
+                  "infer ms/img fp32 | infer ms/img amp | infer speed-up | min feature cosine |",
+                  "|---" * 8 + "|"]
+        for n, r in res.items():
+            lines.append(f"| {n} | {r['train_ms_per_img']:.1f} | {r['train_ms_per_img_amp']:.1f} | "
+                         f"{r['train_ms_per_img'] / r['train_ms_per_img_amp']:.2f}x | "
+                         f"{r['infer_ms_per_img']:.1f} | {r['infer_ms_per_img_amp']:.1f} | "
+                         f"{r['infer_ms_per_img'] / r['infer_ms_per_img_amp']:.2f}x | "
+                         f"{r['amp_feature_cosine_min']:.4f} |")
     table = "\n".join(lines)
     print(table)
     if ref and "mpn_o" in res:

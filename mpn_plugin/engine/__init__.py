@@ -53,6 +53,8 @@ def build_engine(cfg, datamanager, model, optimizer, scheduler=None, use_gpu: bo
                      label_smooth=cfg.loss.softmax.label_smooth, **common)
     engine.flip_test = cfg.test.flip
     engine.warmup_epochs = cfg.train.warmup_epochs
+    engine.amp_train = cfg.train.amp
+    engine.amp_test = cfg.test.amp
     return engine
 
 

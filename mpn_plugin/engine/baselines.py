@@ -9,14 +9,17 @@ from .mixins import EngineMixin
 class _WarmupForwardBackward:
     def forward_backward(self, data):
         self.apply_warmup()
-        return super().forward_backward(data)
+        # torchreid's step (forward, loss, backward, step) runs whole under autocast, so it
+        # uses bfloat16 on every device (float16 would need gradient scaling inside it).
+        with self.autocast(self.amp_train, scaled=False):
+            return super().forward_backward(data)
 
 
 class SoftmaxEngine(EngineMixin, _WarmupForwardBackward, compat.engine.ImageSoftmaxEngine):
-    """torchreid's ``ImageSoftmaxEngine`` (unchanged loss) with safe checkpoints, flip test
-    and warm-up."""
+    """torchreid's ``ImageSoftmaxEngine`` (unchanged loss) with safe checkpoints, flip test,
+    warm-up and optional mixed precision."""
 
 
 class TripletEngine(EngineMixin, _WarmupForwardBackward, compat.engine.ImageTripletEngine):
-    """torchreid's ``ImageTripletEngine`` (unchanged losses) with safe checkpoints, flip test
-    and warm-up."""
+    """torchreid's ``ImageTripletEngine`` (unchanged losses) with safe checkpoints, flip test,
+    warm-up and optional mixed precision."""

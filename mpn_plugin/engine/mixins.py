@@ -3,6 +3,7 @@ baselines), so that all models are trained and tested under the same protocol.""
 from __future__ import annotations
 
 import os
+from collections import defaultdict
 
 import numpy as np
 import torch
@@ -10,28 +11,102 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .. import compat
+from .. import distributed
 from ..evaluation import distance_matrix, evaluate_features, evaluate_rank
 
 
+def amp_dtype(device_type: str, scaled: bool = True) -> torch.dtype:
+    """Mixed-precision dtype: bfloat16 on CPU; float16 on CUDA when the caller scales the loss
+    (``torch.amp.GradScaler``), else bfloat16 (no scaling needed)."""
+    return torch.float16 if device_type == "cuda" and scaled else torch.bfloat16
+
+
 class EngineMixin(compat.SafeCheckpointMixin):
-    """Safe checkpoints (``scheduler=None``, ``weights_only=True`` loading), optional flip test
-    and linear lr warm-up, on top of a torchreid ``Engine`` subclass.
+    """Safe checkpoints (``scheduler=None``, ``weights_only=True`` loading), optional flip test,
+    linear lr warm-up and optional mixed precision, on top of a torchreid ``Engine`` subclass.
 
     Attributes read (set by the engine's ``__init__`` or :func:`mpn_plugin.engine.build_engine`):
         flip_test (bool): features of an image + of its horizontal flip (authors' release).
         warmup_epochs (int): lr grows linearly from ~0 to its scheduled value over these epochs.
+        amp_train (bool): autocast the training forward (``train.amp``): bfloat16 on CPU,
+            float16 + gradient scaling on CUDA (MPN engine; torchreid's engines use bfloat16).
+        amp_test (bool): autocast feature extraction (``test.amp``); features are returned
+            as float32.
     """
 
     flip_test = False
     warmup_epochs = 0
+    amp_train = False
+    amp_test = False
     last_results: dict = {}
+
+    def autocast(self, enabled: bool, scaled: bool = True):
+        """``torch.autocast`` on the engine's device (a no-op context when not enabled)."""
+        device = "cuda" if self.use_gpu else "cpu"
+        return torch.autocast(device_type=device, dtype=amp_dtype(device, scaled),
+                              enabled=bool(enabled))
+
+    def backward_step(self, loss: torch.Tensor) -> None:
+        """``loss.backward(); optimizer.step()``, with gradient scaling for float16 on CUDA."""
+        if self.amp_train and self.use_gpu:
+            if getattr(self, "_grad_scaler", None) is None:
+                self._grad_scaler = torch.amp.GradScaler("cuda")
+            self._grad_scaler.scale(loss).backward()
+            self._grad_scaler.step(self.optimizer)
+            self._grad_scaler.update()
+        else:
+            loss.backward()
+            self.optimizer.step()
+
+    @property
+    def unwrapped_model(self):
+        """The model without its DistributedDataParallel wrapper (for evaluation and for
+        the model's own methods)."""
+        return distributed.unwrap(self.model)
 
     @torch.no_grad()
     def extract_features(self, input):
-        feats = self.model(input)
-        if self.flip_test:
-            feats = feats + self.model(torch.flip(input, dims=[3]))
+        model = self.unwrapped_model          # rank 0 alone: no DDP collectives at test time
+        with self.autocast(self.amp_test):
+            feats = model(input).float()
+            if self.flip_test:
+                feats = feats + model(torch.flip(input, dims=[3])).float()
         return feats
+
+    def train(self, *args, **kwargs):
+        """torchreid's epoch, plus: the epoch is passed to a distributed sampler, and the
+        epoch's mean of every logged loss term goes to ``self.loss_history``."""
+        sampler = getattr(self.train_loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(self.epoch)
+        sums, count = defaultdict(float), [0]
+        step = self.forward_backward
+
+        def recorded_step(data):
+            summary = step(data)
+            for k, v in summary.items():
+                sums[k] += float(v)
+            count[0] += 1
+            return summary
+
+        self.forward_backward = recorded_step
+        try:
+            return super().train(*args, **kwargs)
+        finally:
+            del self.forward_backward                     # back to the class's method
+            if "loss_history" not in self.__dict__:
+                self.loss_history = []
+            self.loss_history.append({k: v / max(count[0], 1) for k, v in sums.items()})
+
+    def test(self, *args, **kwargs):
+        """torchreid's test on rank 0 only (other ranks return 0 and go on)."""
+        if not distributed.is_main_process():
+            return 0.0
+        return super().test(*args, **kwargs)
+
+    def save_model(self, *args, **kwargs):
+        if distributed.is_main_process():
+            return super().save_model(*args, **kwargs)
 
     def apply_warmup(self):
         """Called once per iteration before the optimiser step."""

@@ -115,7 +115,7 @@ class MPNEngine(EngineMixin, compat.engine.Engine):
             terms["loss_cf"] = c.alignment_weight * self.alignment_loss(h, g, pids)
         if c.soft_sharing_layer and c.soft_sharing_weight > 0:
             terms["loss_soft"] = soft_sharing_penalty(
-                self.model.soft_sharing_pairs(c.soft_sharing_layer), c.soft_sharing_weight)
+                self.unwrapped_model.soft_sharing_pairs(c.soft_sharing_layer), c.soft_sharing_weight)
         return terms
 
     def forward_backward(self, data):
@@ -124,13 +124,15 @@ class MPNEngine(EngineMixin, compat.engine.Engine):
         if self.use_gpu:
             imgs, pids = imgs.cuda(non_blocking=True), pids.cuda(non_blocking=True)
         self.apply_warmup()
-        out = self.model(imgs, prior_mask=mask, prior_roi=roi)
+        with self.autocast(self.amp_train):
+            out = self.model(imgs, prior_mask=mask, prior_roi=roi)
+        # losses in float32 whatever the forward's precision
+        out = {k: (v.float() if v is not None else None) for k, v in out.items()}
         terms = self.compute_losses(out, pids)
         check_finite(terms, context=f"epoch {self.epoch + 1}, batch {self.batch_idx + 1}")
         loss = sum(terms.values())
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        self.backward_step(loss)
 
         summary = {k: v.item() for k, v in terms.items()}
         logits = out["mt_logits"] if out["mt_logits"] is not None else out["at_logits"]

@@ -103,6 +103,41 @@ class ConvBNReLU(nn.Module):
         y = self.conv.shared_input(x) if shared_input else self.conv(x)
         return torch.relu(self.bn(y))
 
+    def can_fold(self) -> bool:
+        """Eval mode with running statistics: BN is a fixed per-channel affine map."""
+        return not self.training and not self.bn.training and self.bn.track_running_stats
+
+    def folded(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        """BN folded into the conv: ``bn(W x) = W' x + b'`` with ``W' = s W``, ``b' = beta -
+        s mu`` and ``s = gamma / sqrt(var + eps)``; returns (W' (K*out, in), b' (K*out,)).
+        Cached until the weights or statistics change."""
+        bn, w = self.bn, self.conv.weight
+        tracing = torch.jit.is_tracing() or torch.compiler.is_compiling()
+        key = None if tracing else tuple(
+            (t.data_ptr(), t._version) for t in (w, bn.weight, bn.bias, bn.running_mean,
+                                                 bn.running_var))
+        cache = getattr(self, "_folded_cache", None)
+        if cache is None or key is None or cache[0] != key:
+            with torch.no_grad():
+                scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+                weight = w.reshape(-1, w.shape[-1]) * scale.unsqueeze(1)
+                bias = bn.bias - scale * bn.running_mean
+                if self.conv.bias is not None:
+                    bias = bias + scale * self.conv.bias.reshape(-1)
+            cache = (key, weight, bias)
+            if key is not None:
+                object.__setattr__(self, "_folded_cache", cache)   # not a buffer/state entry
+        return cache[1], cache[2]
+
+    def shared_input_max(self, x: torch.Tensor) -> torch.Tensor:
+        """Inference fast path of ``forward(x, shared_input=True).amax(-1)``: BN folded into
+        the one GEMM, max over positions before the bias and ReLU (both monotone), so the
+        element-wise work runs on (B, K*out) vectors instead of (B, K*out, L) maps.
+        (B, in, L) -> (B, K, out); equal to the reference up to float rounding."""
+        weight, bias = self.folded()
+        y = torch.matmul(weight, x).amax(dim=-1) + bias                  # (B, K*out)
+        return torch.relu(y).view(x.shape[0], self.conv.num_groups, self.conv.out_features)
+
 
 class ChannelAttention(nn.Module):
     """SE-style channel attention on the GMP vector (Fig. 6, [47]), K stacked modules.
@@ -140,6 +175,7 @@ class PartHeads(nn.Module):
         self.first = first
         self.attention = attention
         self.second = second
+        self.fast_inference = True   # eval + no_grad: BN folded into the first GEMM
 
     @property
     def num_parts(self) -> int:
@@ -151,9 +187,16 @@ class PartHeads(nn.Module):
         return self.second(v)                               # (B, K, D)
 
     def forward_whole(self, feature_map: torch.Tensor) -> torch.Tensor:
-        """Main tasks: every head on the whole F. (B, C, H, W) -> (B, K, D)."""
+        """Main tasks: every head on the whole F. (B, C, H, W) -> (B, K, D).
+
+        At inference (eval mode, ``fast_inference``) the first conv + BN + ReLU + GMP run as
+        :meth:`ConvBNReLU.shared_input_max` (BN folded, max before the affine): same features
+        up to float rounding, less element-wise work on the (B, K*D, H*W) map."""
         B, C = feature_map.shape[:2]
-        y = self.first(feature_map.reshape(B, C, -1), shared_input=True)  # (B, K, D, H*W)
+        x = feature_map.reshape(B, C, -1)
+        if self.fast_inference and self.first.can_fold() and not torch.is_grad_enabled():
+            return self._vector_stage(self.first.shared_input_max(x))
+        y = self.first(x, shared_input=True)                                # (B, K, D, H*W)
         return self._vector_stage(y.amax(dim=-1))                          # GMP -> (B, K, D)
 
     def forward_parts(self, part_maps: torch.Tensor) -> torch.Tensor:

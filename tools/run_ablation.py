@@ -1,0 +1,263 @@
+#!/usr/bin/env python
+"""The paper's ablations in miniature on the synthetic benchmark (Tables 1-4, Fig. 7, Fig. 10),
+plus torchreid's own ``pcb_p6`` and ``osnet_x1_0``: same data, seeds, budget and test protocol
+for every run; Markdown tables of Rank-1 / mAP (mean +- std over seeds).
+
+Resumable: every run writes ``<log-dir>/<run>/seed<k>/results.json``; runs that have it are
+not retrained, so the set can be spread over sessions (``--max-runs``). The synthetic
+generator is frozen: its config hash and the hash of its source file are recorded below, in
+every table, and checked before any new run (the benchmark must not be tuned to the method).
+
+Examples::
+
+    python tools/run_ablation.py --list
+    python tools/run_ablation.py --groups table1 --seeds 1 2 3 --out docs/ablation.md
+    python tools/run_ablation.py --groups table2 fig7 --max-runs 4     # resume later
+    python tools/run_ablation.py --report-only --out docs/ablation.md
+
+Budget: the demo recipe (ResNet-18, 128x64, 12 epochs, batch 48); measured on 2 cores about
+6.5 min per MPN run and 3 min per Baseline run, so Table 1 with 3 seeds is ~2.5 h and every
+group with 1 seed ~3 h more (pcb_p6 and osnet_x1_0 are slower per epoch: ResNet-50/OSNet).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import os.path as osp
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Tuple
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+# Frozen before the first ablation run (2026-11-25): SyntheticConfig() defaults and the
+# generator's source. Changing either makes the tool refuse new runs (--allow-unfrozen).
+FROZEN_CONFIG_HASH = "0ebb8f811a50693f"
+FROZEN_CONFIG_HASH_ERROR_FREE = "952553d48df208bd"
+FROZEN_SOURCE_SHA256 = "e595aa6af94fef38"
+GENERATOR_SOURCE = osp.join(ROOT, "mpn_plugin", "data", "synthetic.py")
+
+
+@dataclass
+class Run:
+    """One ablation row: a config plus overrides, in a table."""
+    name: str
+    group: str
+    label: str
+    config: str
+    opts: Tuple[str, ...] = ()
+    data: str = "default"            # default | error_free
+    same_as: str = ""                # the same training as another row: its results are reused
+
+
+def _abl(name):
+    return f"configs/ablation/{name}.yaml"
+
+
+RUNS: List[Run] = [
+    # Table 1: components
+    Run("baseline", "table1", "Baseline", _abl("baseline")),
+    Run("baseline_ub", "table1", "Baseline (UB, error-free boxes)", _abl("baseline_ub"),
+        data="error_free"),
+    Run("mt_only", "table1", "MT Only", _abl("mt_only")),
+    Run("naive_mtl", "table1", "Naive MTL", _abl("naive_mtl")),
+    Run("c1_s", "table1", "C1-S", _abl("c1_s")),
+    Run("c2_s", "table1", "C2-S", _abl("c2_s")),
+    Run("c1_s_c2_s", "table1", "C1-S + C2-S", _abl("c1_s_c2_s")),
+    Run("fsa_alone", "table1", "FSA alone", _abl("fsa_alone")),
+    Run("mpn_o", "table1", "MPN°", _abl("mpn_o")),
+    Run("mpn", "table1", "MPN", _abl("mpn")),
+    Run("pcb_p6", "table1", "torchreid pcb_p6 (softmax engine)", "configs/pcb_p6_synthetic.yaml"),
+    Run("osnet_x1_0", "table1", "torchreid osnet_x1_0 (softmax engine)",
+        "configs/osnet_x1_0_synthetic.yaml"),
+    # Table 2: priors
+    Run("prior_full", "table2", "mask + ROI resize (MPN)", _abl("mpn"), same_as="mpn"),
+    Run("prior_roi_resize", "table2", "ROI resize only", _abl("prior_roi_resize")),
+    Run("prior_uniform", "table2", "uniform division", _abl("prior_uniform")),
+    # Tables 3-4: feature space alignment
+    Run("align_class_wise", "table3_4", "class-wise (Eq. 8, MPN)", _abl("mpn"), same_as="mpn"),
+    Run("align_sample_wise", "table3_4", "sample-wise", _abl("mpn"),
+        ("mpn.loss.alignment", "sample_wise")),
+    Run("align_batch_wise", "table3_4", "batch-wise", _abl("mpn"),
+        ("mpn.loss.alignment", "batch_wise")),
+    Run("align_triplet_h_plus_g", "table3_4", "triplet on h and g ('sample-wise [10]')",
+        _abl("mpn"), ("mpn.loss.alignment", "none", "mpn.loss.triplet_input", "h_plus_g")),
+    Run("align_none", "table3_4", "none (PSA only)", _abl("mpn"), ("mpn.loss.alignment", "none")),
+    # Fig. 7: number of parts K
+    *[Run(f"k{k}", "fig7", f"K = {k}", _abl("mpn"), ("mpn.num_parts", str(k)))
+      for k in (1, 2, 4, 8)],
+    Run("k6", "fig7", "K = 6 (MPN)", _abl("mpn"), same_as="mpn"),
+    # Fig. 10: soft parameter sharing of the first 1x1 conv, by penalty weight
+    *[Run(f"soft_conv1_{w}", "fig10", f"soft sharing conv1, weight {w}", _abl("mpn"),
+          ("mpn.share_conv1", "False", "mpn.loss.soft_sharing_layer", "conv1",
+           "mpn.loss.soft_sharing_weight", str(w))) for w in (0.01, 0.1, 1, 10)],
+    Run("hard_conv1", "fig10", "hard sharing conv1 (MPN)", _abl("mpn"), same_as="mpn"),
+]
+GROUPS = {"table1": "Table 1: components", "table2": "Table 2: coarse priors",
+          "table3_4": "Tables 3-4: feature space alignment", "fig7": "Fig. 7: number of parts K",
+          "fig10": "Fig. 10: soft vs hard parameter sharing (first 1x1 conv)"}
+
+
+def source_sha256() -> str:
+    with open(GENERATOR_SOURCE, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()[:16]
+
+
+def check_frozen(allow: bool) -> Dict[str, str]:
+    from mpn_plugin.data.synthetic import SyntheticConfig, config_hash
+    got = {"config": config_hash(SyntheticConfig()), "source": source_sha256(),
+           "config_error_free": config_hash(SyntheticConfig(error_free_boxes=True))}
+    want = {"config": FROZEN_CONFIG_HASH, "source": FROZEN_SOURCE_SHA256,
+            "config_error_free": FROZEN_CONFIG_HASH_ERROR_FREE}
+    diff = [k for k in got if got[k] != want[k]]
+    if diff and not allow:
+        raise SystemExit(f"[ablation] the synthetic generator changed since it was frozen "
+                         f"({', '.join(f'{k}: {want[k]} -> {got[k]}' for k in diff)}): results "
+                         "would not be comparable. Restore it, or pass --allow-unfrozen (the "
+                         "tables will say so).")
+    got["frozen"] = "yes" if not diff else "NO (--allow-unfrozen)"
+    return got
+
+
+def prepare_data(root: str, kind: str, py: str) -> str:
+    """Generate the dataset (default or error-free boxes) and its priors; returns its root."""
+    data_root = root if kind == "default" else osp.join(root, "error_free")
+    extra = ["--error-free-boxes"] if kind == "error_free" else []
+    subprocess.run([py, "tools/make_synthetic_dataset.py", "--root", data_root, *extra],
+                   cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([py, "tools/generate_priors.py", "--dataset", "synthetic_pedestrians",
+                    "--root", data_root, "--adapter", "synthetic", "--height", "128",
+                    "--width", "64"], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    return data_root
+
+
+def result_path(log_dir: str, run: Run, seed: int) -> str:
+    return osp.join(log_dir, run.same_as or run.name, f"seed{seed}", "results.json")
+
+
+def train(run: Run, seed: int, args, data_root: str) -> None:
+    save_dir = osp.dirname(result_path(args.log_dir, run, seed))
+    cmd = [sys.executable, "tools/train.py", "--config-file", run.config, "--root", data_root,
+           *run.opts, "train.seed", str(seed), "data.save_dir", save_dir,
+           "test.flip", str(args.flip)]
+    if args.epochs:
+        cmd += ["train.max_epoch", str(args.epochs)]
+    os.makedirs(save_dir, exist_ok=True)
+    with open(osp.join(save_dir, "stdout.txt"), "w") as out:
+        proc = subprocess.run(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    if proc.returncode:
+        raise RuntimeError(f"[ablation] {run.name} seed {seed} failed (exit {proc.returncode}); "
+                           f"see {osp.join(save_dir, 'stdout.txt')}")
+
+
+def load(run: Run, seed: int, log_dir: str):
+    path = result_path(log_dir, run, seed)
+    if not osp.isfile(path):
+        return None
+    with open(path) as f:
+        res = json.load(f)
+    r = next(iter(res["results"].values()))
+    return {"rank1": 100 * r["rank1"], "mAP": 100 * r["mAP"], "wall": res["wall_time_s"]}
+
+
+def fmt(values: List[float]) -> str:
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.1f}"
+    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
+
+
+def report(runs: List[Run], seeds_for, log_dir: str, frozen: Dict[str, str], args) -> str:
+    lines = [f"Synthetic benchmark: generator config hash `{frozen['config']}` (error-free boxes "
+             f"`{frozen['config_error_free']}`), generator source sha256 `{frozen['source']}`, "
+             f"frozen: {frozen['frozen']}. Recipe: each config's own (demo: ResNet-18 from "
+             f"scratch, 128x64, 12 epochs){f', max_epoch {args.epochs} for all' if args.epochs else ''}; "
+             f"test flip {'on' if args.flip else 'off'} for all; cosine distance. "
+             "Mean ± sample std over the seeds listed.", ""]
+    for group, title in GROUPS.items():
+        rows = [r for r in runs if r.group == group]
+        if not rows:
+            continue
+        lines += [f"### {title}", "", "| run | seeds | Rank-1 (%) | mAP (%) | wall / run (min) |",
+                  "|---|---|---|---|---|"]
+        for r in rows:
+            got = {s: load(r, s, log_dir) for s in seeds_for(r)}
+            done = {s: v for s, v in got.items() if v}
+            walls = [v["wall"] / 60 for v in done.values()]
+            lines.append(f"| {r.label} | {','.join(map(str, done)) or '-'} "
+                         f"(of {len(got)}) | {fmt([v['rank1'] for v in done.values()])} | "
+                         f"{fmt([v['mAP'] for v in done.values()])} | "
+                         f"{statistics.mean(walls):.1f} |" if walls else
+                         f"| {r.label} | - (of {len(got)}) | - | - | - |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> str:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--groups", nargs="+", default=list(GROUPS), choices=list(GROUPS))
+    p.add_argument("--runs", nargs="+", default=None, help="only these run names")
+    p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3],
+                   help="seeds of the Table 1 rows")
+    p.add_argument("--other-seeds", nargs="+", type=int, default=[1],
+                   help="seeds of the other groups")
+    p.add_argument("--epochs", type=int, default=0, help="max_epoch for every run (0: config's)")
+    p.add_argument("--flip", action="store_true", help="flip test for every run")
+    p.add_argument("--root", default="data")
+    p.add_argument("--log-dir", default="log/ablation_runs")
+    p.add_argument("--max-runs", type=int, default=0, help="stop after this many new runs")
+    p.add_argument("--report-only", action="store_true")
+    p.add_argument("--list", action="store_true")
+    p.add_argument("--allow-unfrozen", action="store_true")
+    p.add_argument("--out", default="", help="write the Markdown tables here")
+    args = p.parse_args(argv)
+    runs = [r for r in RUNS if r.group in args.groups and (not args.runs or r.name in args.runs)]
+
+    def seeds_for(run):
+        return args.seeds if run.group == "table1" else args.other_seeds
+
+    if args.list:
+        for r in runs:
+            print(f"{r.group:9s} {r.name:24s} {r.config} {' '.join(r.opts)}  seeds {seeds_for(r)}")
+        return ""
+    frozen = check_frozen(args.allow_unfrozen)
+    if not args.report_only:
+        todo, seen = [], set()
+        for r in runs:
+            for s in seeds_for(r):
+                key = (r.same_as or r.name, s)
+                if key not in seen and load(r, s, args.log_dir) is None:
+                    seen.add(key)
+                    todo.append((next((x for x in RUNS if x.name == r.same_as), r), s))
+        if args.max_runs:
+            todo = todo[:args.max_runs]
+        roots = {}
+        from tqdm import tqdm
+        for r, s in tqdm(todo, desc="ablation runs", disable=None):
+            if r.data not in roots:
+                roots[r.data] = prepare_data(args.root, r.data, sys.executable)
+            t = time.time()
+            train(r, s, args, roots[r.data])
+            res = load(r, s, args.log_dir)
+            print(f"[ablation] {r.name} seed {s}: Rank-1 {res['rank1']:.1f} mAP {res['mAP']:.1f} "
+                  f"({(time.time() - t) / 60:.1f} min)", flush=True)
+    table = report(runs, seeds_for, args.log_dir, frozen, args)
+    print(table)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(f"# Ablations on the synthetic benchmark\n\nWritten by `python tools/"
+                    f"run_ablation.py {' '.join(argv if argv is not None else sys.argv[1:])}` "
+                    f"on {time.strftime('%Y-%m-%d')}.\n\n{table}\n")
+    return table
+
+
+if __name__ == "__main__":
+    main()
