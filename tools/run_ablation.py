@@ -16,8 +16,9 @@ Examples::
     python tools/run_ablation.py --report-only --out docs/ablation.md
 
 Budget: the demo recipe (ResNet-18, 128x64, 12 epochs, batch 48); measured on 2 cores about
-6.5 min per MPN run and 3 min per Baseline run, so Table 1 with 3 seeds is ~2.5 h and every
-group with 1 seed ~3 h more (pcb_p6 and osnet_x1_0 are slower per epoch: ResNet-50/OSNet).
+6.5 min per MPN run (the other MPN variants and the Baseline within ~10% per batch), so the 30
+MPN-family runs of Table 1 (3 seeds) take ~3.5 h, pcb_p6/osnet_x1_0 more (ResNet-50/OSNet),
+and the other groups (1 seed, 15 new runs) ~1.7 h: spread over sessions with --max-runs.
 """
 from __future__ import annotations
 
