@@ -254,3 +254,68 @@ def test_fast_inference_path_equals_reference_forward():
                 heads.first.conv.weight.mul_(1.5)
                 heads.first.bn.running_mean.add_(0.1)
         assert heads.first.can_fold() and not heads.first.train().can_fold()
+
+
+def test_fused_batch_norm_relu_max_equals_bn_relu_gmp_by_hand():
+    """batchnorm_relu_max.py: ReLU(BN(y)) then max over positions, with batch statistics,
+    against the three modules run one after the other: output, gradients for y, gamma and
+    beta, running statistics; negative BN scales (max -> min), momentum and cumulative
+    averaging, a permuted (non-contiguous) input as the AT path passes it."""
+    import copy
+    from mpn_plugin.models.batchnorm_relu_max import (batch_norm_relu_max,
+                                                      reference_batch_norm_relu_max)
+    torch.manual_seed(0)
+    for momentum in (0.1, None):
+        bn = torch.nn.BatchNorm1d(6, momentum=momentum).double().train()
+        with torch.no_grad():
+            bn.weight.copy_(torch.tensor([1.0, -0.5, 2.0, 0.3, -1.0, 0.7]))
+            bn.bias.normal_()
+        ref_bn = copy.deepcopy(bn)
+        for step in range(2):
+            base = torch.randn(2, 3, 4, 10, dtype=torch.double)    # (K=2, D=3, B=4, L=10)
+            y = base.permute(2, 3, 0, 1).requires_grad_()           # (B, L, K, D), strided view
+            y_ref = y.detach().clone().requires_grad_()
+            out, ref = batch_norm_relu_max(y, bn), reference_batch_norm_relu_max(y_ref, ref_bn)
+            assert out.shape == (4, 2, 3)
+            assert torch.allclose(out, ref, atol=1e-12)
+            g = torch.randn_like(out)
+            got = torch.autograd.grad(out, [y, bn.weight, bn.bias], g)
+            want = torch.autograd.grad(ref, [y_ref, ref_bn.weight, ref_bn.bias], g)
+            for a, b in zip(got, want):
+                assert torch.allclose(a, b, atol=1e-12), (a - b).abs().max()
+            for name in ("running_mean", "running_var", "num_batches_tracked"):
+                assert torch.allclose(getattr(bn, name).double(), getattr(ref_bn, name).double(),
+                                      atol=1e-14), name
+    with pytest.raises(ValueError, match="training mode"):
+        batch_norm_relu_max(torch.randn(2, 3, 6), bn.eval())
+
+
+@pytest.mark.parametrize("variant", ["mpn", "mpn_naive_mtl", "mpn_baseline"])
+def test_fused_training_path_equals_reference_training_step(variant):
+    """PartHeads.fused_training (one positions-first GEMM per task, BN + ReLU + GMP fused)
+    gives the reference training forward's loss, gradients and BN statistics (float64)."""
+    import copy
+    from mpn_plugin.losses import part_id_loss
+    torch.manual_seed(1)
+    model = build_mpn(5, variant=variant, backbone="resnet18", dim=16).double().train()
+    ref = copy.deepcopy(model)
+    for heads in (ref.main_heads, ref.auxiliary_heads):
+        if heads is not None:
+            heads.fused_training = False
+    x = torch.randn(4, 3, 96, 32, dtype=torch.double)
+    mask = (torch.rand(4, 6, 2) > 0.3).double()
+    roi = torch.tensor([[0.0, 1.0], [0.2, 0.9], [0.1, 0.7], [0.3, 1.0]], dtype=torch.double)
+    pids = torch.tensor([0, 0, 1, 1])
+    losses = []
+    for m in (model, ref):
+        out = m(x, prior_mask=mask, prior_roi=roi)
+        loss = sum(part_id_loss(out[k], pids) for k in ("mt_logits", "at_logits")
+                   if out[k] is not None)
+        loss = loss + sum(out[k].square().mean() for k in ("h", "g") if out[k] is not None)
+        loss.backward()
+        losses.append(loss.item())
+    assert losses[0] == pytest.approx(losses[1], rel=1e-10)
+    for (name, p), q in zip(model.named_parameters(), ref.parameters()):
+        assert torch.allclose(p.grad, q.grad, atol=1e-9), name
+    for (name, b), c in zip(model.named_buffers(), ref.buffers()):
+        assert torch.allclose(b.double(), c.double(), atol=1e-12), name

@@ -18,6 +18,8 @@ from typing import Optional, Tuple
 import torch
 import torch.nn as nn
 
+from .batchnorm_relu_max import batch_norm_relu_max, can_fuse
+
 
 class GroupedLinear(nn.Module):
     """K independent linear maps (equivalently K 1x1 convs), applied part-wise.
@@ -68,6 +70,18 @@ class GroupedLinear(nn.Module):
         y = y.view(B, self.num_groups, self.out_features, L)
         return y if self.bias is None else y + self.bias.unsqueeze(-1)
 
+    def shared_input_channels_last(self, x: torch.Tensor) -> torch.Tensor:
+        """All K maps on the same input, positions first: (B, L, in) -> (B, L, K*out) as ONE
+        GEMM with M = B*L rows (the layout BLAS runs best, no transposed copies)."""
+        y = torch.matmul(x, self.weight.view(-1, self.in_features).t())
+        return y if self.bias is None else y + self.bias.view(-1)
+
+    def channels_last(self, x: torch.Tensor) -> torch.Tensor:
+        """Map k on its own input, positions first: (K, N, in) -> (K, N, out), K GEMMs with
+        M = N rows (N = B*L: all images of part k at once)."""
+        y = torch.bmm(x, self.weight.transpose(1, 2))
+        return y if self.bias is None else y + self.bias.unsqueeze(1)
+
     def extra_repr(self) -> str:
         return (f"groups={self.num_groups}, in={self.in_features}, out={self.out_features}, "
                 f"bias={self.bias is not None}")
@@ -102,6 +116,26 @@ class ConvBNReLU(nn.Module):
     def forward(self, x: torch.Tensor, shared_input: bool = False) -> torch.Tensor:
         y = self.conv.shared_input(x) if shared_input else self.conv(x)
         return torch.relu(self.bn(y))
+
+    def can_fuse(self) -> bool:
+        """Training mode with batch statistics: BN + ReLU + GMP can run fused
+        (:func:`~mpn_plugin.models.batchnorm_relu_max.batch_norm_relu_max`)."""
+        return can_fuse(self.bn)
+
+    def shared_input_max_train(self, x: torch.Tensor) -> torch.Tensor:
+        """Training path of ``forward(x, shared_input=True).amax(-1)`` for the main tasks:
+        (B, L, in) -> (B, K, out); one GEMM, then BN (batch statistics) + ReLU + GMP fused."""
+        B = x.shape[0]
+        y = self.conv.shared_input_channels_last(x)                      # (B, L, K*out)
+        return batch_norm_relu_max(y, self.bn).view(B, self.conv.num_groups, -1)
+
+    def parts_max_train(self, x: torch.Tensor) -> torch.Tensor:
+        """Training path of ``forward(x).amax(-1)`` for the auxiliary tasks: (K, B, L, in) ->
+        (B, K, out); K GEMMs over all images of a part, then BN + ReLU + GMP fused."""
+        K, B, L, C = x.shape
+        y = self.conv.channels_last(x.reshape(K, B * L, C))              # (K, B*L, out)
+        y = y.view(K, B, L, -1).permute(1, 2, 0, 3)                      # (B, L, K, out) view
+        return batch_norm_relu_max(y, self.bn)
 
     def can_fold(self) -> bool:
         """Eval mode with running statistics: BN is a fixed per-channel affine map."""
@@ -176,6 +210,7 @@ class PartHeads(nn.Module):
         self.attention = attention
         self.second = second
         self.fast_inference = True   # eval + no_grad: BN folded into the first GEMM
+        self.fused_training = True   # training: first BN + ReLU + GMP fused (same function)
 
     @property
     def num_parts(self) -> int:
@@ -191,8 +226,13 @@ class PartHeads(nn.Module):
 
         At inference (eval mode, ``fast_inference``) the first conv + BN + ReLU + GMP run as
         :meth:`ConvBNReLU.shared_input_max` (BN folded, max before the affine): same features
-        up to float rounding, less element-wise work on the (B, K*D, H*W) map."""
+        up to float rounding, less element-wise work on the (B, K*D, H*W) map. In training
+        (``fused_training``) F is taken positions-first for one GEMM and BN + ReLU + GMP run
+        fused (:meth:`ConvBNReLU.shared_input_max_train`): same function and gradients."""
         B, C = feature_map.shape[:2]
+        if self.fused_training and self.first.can_fuse():
+            x = feature_map.permute(0, 2, 3, 1).reshape(B, -1, C)             # (B, H*W, C)
+            return self._vector_stage(self.first.shared_input_max_train(x))
         x = feature_map.reshape(B, C, -1)
         if self.fast_inference and self.first.can_fold() and not torch.is_grad_enabled():
             return self._vector_stage(self.first.shared_input_max(x))
@@ -202,6 +242,9 @@ class PartHeads(nn.Module):
     def forward_parts(self, part_maps: torch.Tensor) -> torch.Tensor:
         """Auxiliary tasks: head k on P_k. (B, K, C, h, W) -> (B, K, D)."""
         B, K, C = part_maps.shape[:3]
+        if self.fused_training and self.first.can_fuse():
+            x = part_maps.permute(1, 0, 3, 4, 2).reshape(K, B, -1, C)         # (K, B, h*W, C)
+            return self._vector_stage(self.first.parts_max_train(x))
         y = self.first(part_maps.reshape(B, K, C, -1))                     # (B, K, D, h*W)
         return self._vector_stage(y.amax(dim=-1))
 
