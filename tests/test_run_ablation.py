@@ -45,3 +45,47 @@ def test_changed_generator_is_refused(monkeypatch):
     with pytest.raises(SystemExit, match="synthetic generator changed"):
         run_ablation.main(["--report-only"])
     assert "frozen: NO" in run_ablation.main(["--report-only", "--allow-unfrozen", "--groups", "fig7"])
+
+
+def test_ide_protocol_trains_stage_one_per_seed_and_passes_it(tmp_path, monkeypatch):
+    """--ide-epochs: one IDE training per seed before that seed's MPN-family runs, whose
+    command gets its checkpoint as mpn.init_weights; torchreid's models are untouched (no
+    init, results in the plain log dir); the IDE row is reported."""
+    cmds = []
+
+    class Done:
+        returncode = 0
+
+    def fake_run(cmd, cwd=None, stdout=None, stderr=None):
+        cmds.append(cmd)
+        save_dir = cmd[cmd.index("data.save_dir") + 1]
+        with open(os.path.join(save_dir, "results.json"), "w") as f:
+            json.dump({"wall_time_s": 60.0, "results": {"s": {"rank1": 0.5, "mAP": 0.4}}}, f)
+        return Done()
+
+    monkeypatch.setattr(run_ablation.subprocess, "run", fake_run)
+    monkeypatch.setattr(run_ablation, "prepare_data", lambda root, kind, py: str(tmp_path / kind))
+    log = str(tmp_path / "log")
+    table = run_ablation.main(["--log-dir", log, "--runs", "baseline", "mpn", "pcb_p6",
+                               "--groups", "table1", "--seeds", "1", "2", "--ide-epochs", "3"])
+    names = [(c[c.index("--config-file") + 1], c[c.index("train.seed") + 1]) for c in cmds]
+    ide = "configs/ide_synthetic.yaml"
+    assert names.count((ide, "1")) == 1 and names.count((ide, "2")) == 1
+    assert names.index((ide, "1")) < names.index(("configs/ablation/baseline.yaml", "1"))
+    assert names.index((ide, "2")) < names.index(("configs/ablation/baseline.yaml", "2"))
+    for c in cmds:
+        cfg, seed = c[c.index("--config-file") + 1], c[c.index("train.seed") + 1]
+        if cfg.startswith("configs/ablation/"):
+            want = os.path.join(f"{log}_ide3", "ide", f"seed{seed}", "model", "model.pth.tar-3")
+            assert c[c.index("mpn.init_weights") + 1] == want
+            assert c[c.index("data.save_dir") + 1].startswith(f"{log}_ide3")
+        else:
+            assert "mpn.init_weights" not in c
+        if cfg == ide:
+            assert c[c.index("train.max_epoch") + 1] == "3"
+    assert os.path.isfile(os.path.join(log, "pcb_p6", "seed1", "results.json"))
+    assert "| IDE (torchreid resnet18, softmax)" in table and "two-stage protocol" in table
+    cmds.clear()
+    run_ablation.main(["--log-dir", log, "--runs", "baseline", "mpn", "pcb_p6", "--groups",
+                       "table1", "--seeds", "1", "2", "--ide-epochs", "3"])
+    assert cmds == []                                   # resumable, IDE included

@@ -14,6 +14,14 @@ Examples::
     python tools/run_ablation.py --groups table1 --seeds 1 2 3 --out docs/ablation.md
     python tools/run_ablation.py --groups table2 fig7 --max-runs 4     # resume later
     python tools/run_ablation.py --report-only --out docs/ablation.md
+    python tools/run_ablation.py --groups table1 --runs baseline mpn --ide-epochs 12   # Sec. 5.1
+
+``--ide-epochs N`` follows the paper's two-stage protocol (Sec. 5.1): for every seed an IDE
+model (torchreid ``resnet18``, softmax engine, ``configs/ide_synthetic.yaml``, N epochs, same
+seed) is trained first and initialises the backbone of every MPN-family run of that seed
+(``mpn.init_weights``). Those runs go to ``<log-dir>_ide<N>``; torchreid's own models
+(``pcb_p6``, ``osnet_x1_0``) are not affected and keep their results in ``<log-dir>``. The
+IDE models' own Rank-1 / mAP are reported as an extra Table 1 row.
 
 Budget: the demo recipe (ResNet-18, 128x64, 12 epochs, batch 48); measured on 2 cores about
 6.5 min per MPN run (the other MPN variants and the Baseline within ~10% per batch), so the 30
@@ -55,6 +63,7 @@ class Run:
     opts: Tuple[str, ...] = ()
     data: str = "default"            # default | error_free
     same_as: str = ""                # the same training as another row: its results are reused
+    torchreid: bool = False          # torchreid's own model: no MPN init (--ide-epochs)
 
 
 def _abl(name):
@@ -74,9 +83,10 @@ RUNS: List[Run] = [
     Run("fsa_alone", "table1", "FSA alone", _abl("fsa_alone")),
     Run("mpn_o", "table1", "MPN°", _abl("mpn_o")),
     Run("mpn", "table1", "MPN", _abl("mpn")),
-    Run("pcb_p6", "table1", "torchreid pcb_p6 (softmax engine)", "configs/pcb_p6_synthetic.yaml"),
+    Run("pcb_p6", "table1", "torchreid pcb_p6 (softmax engine)", "configs/pcb_p6_synthetic.yaml",
+        torchreid=True),
     Run("osnet_x1_0", "table1", "torchreid osnet_x1_0 (softmax engine)",
-        "configs/osnet_x1_0_synthetic.yaml"),
+        "configs/osnet_x1_0_synthetic.yaml", torchreid=True),
     # Table 2: priors
     Run("prior_full", "table2", "mask + ROI resize (MPN)", _abl("mpn"), same_as="mpn"),
     Run("prior_roi_resize", "table2", "ROI resize only", _abl("prior_roi_resize")),
@@ -138,17 +148,39 @@ def prepare_data(root: str, kind: str, py: str) -> str:
     return data_root
 
 
+#: Stage 1 of the two-stage protocol (--ide-epochs): not a table row of its own.
+IDE_RUN = Run("ide", "table1", "IDE (torchreid resnet18, softmax): stage 1 of MPN-family runs",
+              "configs/ide_synthetic.yaml", torchreid=True)
+
+
+def run_log_dir(run: Run, args) -> str:
+    """Where a run's results live: MPN-family runs of the IDE protocol in their own folder."""
+    if getattr(args, "ide_epochs", 0) and (not run.torchreid or run is IDE_RUN):
+        return f"{args.log_dir}_ide{args.ide_epochs}"
+    return args.log_dir
+
+
 def result_path(log_dir: str, run: Run, seed: int) -> str:
     return osp.join(log_dir, run.same_as or run.name, f"seed{seed}", "results.json")
 
 
+def ide_checkpoint(seed: int, args) -> str:
+    """The stage-1 IDE checkpoint of ``seed`` (torchreid's name for the last epoch)."""
+    save_dir = osp.dirname(result_path(run_log_dir(IDE_RUN, args), IDE_RUN, seed))
+    return osp.join(save_dir, "model", f"model.pth.tar-{args.ide_epochs}")
+
+
 def train(run: Run, seed: int, args, data_root: str) -> None:
-    save_dir = osp.dirname(result_path(args.log_dir, run, seed))
+    save_dir = osp.dirname(result_path(run_log_dir(run, args), run, seed))
     cmd = [sys.executable, "tools/train.py", "--config-file", run.config, "--root", data_root,
            *run.opts, "train.seed", str(seed), "data.save_dir", save_dir,
            "test.flip", str(args.flip)]
-    if args.epochs:
+    if run is IDE_RUN:
+        cmd += ["train.max_epoch", str(args.ide_epochs)]
+    elif args.epochs:
         cmd += ["train.max_epoch", str(args.epochs)]
+    if getattr(args, "ide_epochs", 0) and not run.torchreid:
+        cmd += ["mpn.init_weights", ide_checkpoint(seed, args)]
     os.makedirs(save_dir, exist_ok=True)
     with open(osp.join(save_dir, "stdout.txt"), "w") as out:
         proc = subprocess.run(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
@@ -157,8 +189,8 @@ def train(run: Run, seed: int, args, data_root: str) -> None:
                            f"see {osp.join(save_dir, 'stdout.txt')}")
 
 
-def load(run: Run, seed: int, log_dir: str):
-    path = result_path(log_dir, run, seed)
+def load(run: Run, seed: int, args):
+    path = result_path(run_log_dir(run, args), run, seed)
     if not osp.isfile(path):
         return None
     with open(path) as f:
@@ -175,21 +207,32 @@ def fmt(values: List[float]) -> str:
     return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
 
 
+def ide_note(args) -> str:
+    if not getattr(args, "ide_epochs", 0):
+        return ""
+    return (f"; two-stage protocol (Sec. 5.1): every MPN-family run's backbone starts from the "
+            f"IDE model of its seed (torchreid resnet18, softmax, {args.ide_epochs} epochs, "
+            "`configs/ide_synthetic.yaml`); torchreid's models train from scratch as always")
+
+
 def report(runs: List[Run], seeds_for, log_dir: str, frozen: Dict[str, str], args) -> str:
     lines = [f"Synthetic benchmark: generator config hash `{frozen['config']}` (error-free boxes "
              f"`{frozen['config_error_free']}`), generator source sha256 `{frozen['source']}`, "
              f"frozen: {frozen['frozen']}. Recipe: each config's own (demo: ResNet-18 from "
-             f"scratch, 128x64, 12 epochs){f', max_epoch {args.epochs} for all' if args.epochs else ''}; "
+             f"scratch, 128x64, 12 epochs){f', max_epoch {args.epochs} for all' if args.epochs else ''}"
+             f"{ide_note(args)}; "
              f"test flip {'on' if args.flip else 'off'} for all; cosine distance. "
              "Mean ± sample std over the seeds listed.", ""]
     for group, title in GROUPS.items():
         rows = [r for r in runs if r.group == group]
         if not rows:
             continue
+        if group == "table1" and getattr(args, "ide_epochs", 0):
+            rows = [IDE_RUN] + rows
         lines += [f"### {title}", "", "| run | seeds | Rank-1 (%) | mAP (%) | wall / run (min) |",
                   "|---|---|---|---|---|"]
         for r in rows:
-            got = {s: load(r, s, log_dir) for s in seeds_for(r)}
+            got = {s: load(r, s, args) for s in seeds_for(r)}
             done = {s: v for s, v in got.items() if v}
             walls = [v["wall"] / 60 for v in done.values()]
             lines.append(f"| {r.label} | {','.join(map(str, done)) or '-'} "
@@ -218,6 +261,8 @@ def main(argv=None) -> str:
     p.add_argument("--report-only", action="store_true")
     p.add_argument("--list", action="store_true")
     p.add_argument("--allow-unfrozen", action="store_true")
+    p.add_argument("--ide-epochs", type=int, default=0,
+                   help="two-stage protocol of Sec. 5.1: IDE model of N epochs per seed first")
     p.add_argument("--out", default="", help="write the Markdown tables here")
     args = p.parse_args(argv)
     runs = [r for r in RUNS if r.group in args.groups and (not args.runs or r.name in args.runs)]
@@ -234,8 +279,12 @@ def main(argv=None) -> str:
         todo, seen = [], set()
         for r in runs:
             for s in seeds_for(r):
+                if args.ide_epochs and not r.torchreid and ("ide", s) not in seen:
+                    seen.add(("ide", s))                       # stage 1 before the seed's runs
+                    if load(IDE_RUN, s, args) is None:
+                        todo.append((IDE_RUN, s))
                 key = (r.same_as or r.name, s)
-                if key not in seen and load(r, s, args.log_dir) is None:
+                if key not in seen and load(r, s, args) is None:
                     seen.add(key)
                     todo.append((next((x for x in RUNS if x.name == r.same_as), r), s))
         if args.max_runs:
@@ -247,7 +296,7 @@ def main(argv=None) -> str:
                 roots[r.data] = prepare_data(args.root, r.data, sys.executable)
             t = time.time()
             train(r, s, args, roots[r.data])
-            res = load(r, s, args.log_dir)
+            res = load(r, s, args)
             print(f"[ablation] {r.name} seed {s}: Rank-1 {res['rank1']:.1f} mAP {res['mAP']:.1f} "
                   f"({(time.time() - t) / 60:.1f} min)", flush=True)
     table = report(runs, seeds_for, args.log_dir, frozen, args)
