@@ -234,14 +234,14 @@ def test_fast_inference_path_equals_reference_forward():
     the same features as the reference forward, also after the weights change (cache)."""
     from mpn_plugin.models import build_mpn
     torch.manual_seed(0)
-    for variant in ("mpn", "mpn_o"):
+    for variant in ("mpn", "mpn_o", "mpn_baseline"):                # MT path; AT path (Baseline)
         model = build_mpn(10, variant=variant, backbone="resnet18", dim=64).eval()
         for m in model.modules():
             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
                 m.running_mean.uniform_(-0.3, 0.3)
                 m.running_var.uniform_(0.5, 2.0)
                 m.weight.data.uniform_(-1.0, 1.5)        # negative scales too
-        heads = model.main_heads
+        heads = model.main_heads if model.main_heads is not None else model.auxiliary_heads
         for step in range(2):
             x = torch.randn(3, 3, 128, 64)
             with torch.no_grad():

@@ -172,6 +172,15 @@ class ConvBNReLU(nn.Module):
         y = torch.matmul(weight, x).amax(dim=-1) + bias                  # (B, K*out)
         return torch.relu(y).view(x.shape[0], self.conv.num_groups, self.conv.out_features)
 
+    def parts_max_folded(self, x: torch.Tensor) -> torch.Tensor:
+        """Inference fast path of ``forward(x).amax(-1)`` for part-wise inputs (the Baseline's
+        test path): (K, B, L, in) -> (B, K, out); BN folded, max before the bias and ReLU."""
+        K, B, L, C = x.shape
+        weight, bias = self.folded()                                      # (K*out, in)
+        y = torch.bmm(x.reshape(K, B * L, C), weight.view(K, -1, C).transpose(1, 2))
+        y = y.view(K, B, L, -1).amax(dim=2) + bias.view(K, 1, -1)         # (K, B, out)
+        return torch.relu(y).transpose(0, 1)
+
 
 class ChannelAttention(nn.Module):
     """SE-style channel attention on the GMP vector (Fig. 6, [47]), K stacked modules.
@@ -245,6 +254,9 @@ class PartHeads(nn.Module):
         if self.fused_training and self.first.can_fuse():
             x = part_maps.permute(1, 0, 3, 4, 2).reshape(K, B, -1, C)         # (K, B, h*W, C)
             return self._vector_stage(self.first.parts_max_train(x))
+        if self.fast_inference and self.first.can_fold() and not torch.is_grad_enabled():
+            x = part_maps.permute(1, 0, 3, 4, 2).reshape(K, B, -1, C)
+            return self._vector_stage(self.first.parts_max_folded(x))
         y = self.first(part_maps.reshape(B, K, C, -1))                     # (B, K, D, h*W)
         return self._vector_stage(y.amax(dim=-1))
 
