@@ -89,3 +89,29 @@ def test_ide_protocol_trains_stage_one_per_seed_and_passes_it(tmp_path, monkeypa
     run_ablation.main(["--log-dir", log, "--runs", "baseline", "mpn", "pcb_p6", "--groups",
                        "table1", "--seeds", "1", "2", "--ide-epochs", "3"])
     assert cmds == []                                   # resumable, IDE included
+
+
+def test_ide_protocol_upper_bound_gets_an_error_free_ide(tmp_path, monkeypatch):
+    """Baseline (UB) trains on error-free boxes end to end: its stage 1 too."""
+    cmds = []
+
+    class Done:
+        returncode = 0
+
+    def fake_run(cmd, cwd=None, stdout=None, stderr=None):
+        cmds.append(cmd)
+        save_dir = cmd[cmd.index("data.save_dir") + 1]
+        with open(os.path.join(save_dir, "results.json"), "w") as f:
+            json.dump({"wall_time_s": 60.0, "results": {"s": {"rank1": 0.5, "mAP": 0.4}}}, f)
+        return Done()
+
+    monkeypatch.setattr(run_ablation.subprocess, "run", fake_run)
+    monkeypatch.setattr(run_ablation, "prepare_data", lambda root, kind, py: str(tmp_path / kind))
+    log = str(tmp_path / "log")
+    table = run_ablation.main(["--log-dir", log, "--runs", "baseline_ub", "--groups", "table1",
+                               "--seeds", "1", "--ide-epochs", "2"])
+    ide, ub = cmds
+    assert ide[ide.index("--root") + 1] == ub[ub.index("--root") + 1] == str(tmp_path / "error_free")
+    assert ub[ub.index("mpn.init_weights") + 1] == os.path.join(
+        f"{log}_ide2", "ide_error_free", "seed1", "model", "model.pth.tar-2")
+    assert "| IDE on error-free boxes" in table

@@ -21,7 +21,8 @@ model (torchreid ``resnet18``, softmax engine, ``configs/ide_synthetic.yaml``, N
 seed) is trained first and initialises the backbone of every MPN-family run of that seed
 (``mpn.init_weights``). Those runs go to ``<log-dir>_ide<N>``; torchreid's own models
 (``pcb_p6``, ``osnet_x1_0``) are not affected and keep their results in ``<log-dir>``. The
-IDE models' own Rank-1 / mAP are reported as an extra Table 1 row.
+IDE models' own Rank-1 / mAP are reported as an extra Table 1 row; Baseline (UB) gets its
+own IDE model, trained on the error-free boxes.
 
 Budget: the demo recipe (ResNet-18, 128x64, 12 epochs, batch 48); measured on 2 cores about
 6.5 min per MPN run (the other MPN variants and the Baseline within ~10% per batch), so the 30
@@ -151,11 +152,19 @@ def prepare_data(root: str, kind: str, py: str) -> str:
 #: Stage 1 of the two-stage protocol (--ide-epochs): not a table row of its own.
 IDE_RUN = Run("ide", "table1", "IDE (torchreid resnet18, softmax): stage 1 of MPN-family runs",
               "configs/ide_synthetic.yaml", torchreid=True)
+IDE_RUN_ERROR_FREE = Run("ide_error_free", "table1", "IDE on error-free boxes: stage 1 of the UB",
+                         "configs/ide_synthetic.yaml", torchreid=True, data="error_free")
+IDE_RUNS = (IDE_RUN, IDE_RUN_ERROR_FREE)
+
+
+def ide_run_for(run: Run) -> Run:
+    """The stage-1 run on the same data as ``run`` (Baseline (UB): error-free boxes)."""
+    return IDE_RUN_ERROR_FREE if run.data == "error_free" else IDE_RUN
 
 
 def run_log_dir(run: Run, args) -> str:
     """Where a run's results live: MPN-family runs of the IDE protocol in their own folder."""
-    if getattr(args, "ide_epochs", 0) and (not run.torchreid or run is IDE_RUN):
+    if getattr(args, "ide_epochs", 0) and (not run.torchreid or run in IDE_RUNS):
         return f"{args.log_dir}_ide{args.ide_epochs}"
     return args.log_dir
 
@@ -164,9 +173,11 @@ def result_path(log_dir: str, run: Run, seed: int) -> str:
     return osp.join(log_dir, run.same_as or run.name, f"seed{seed}", "results.json")
 
 
-def ide_checkpoint(seed: int, args) -> str:
-    """The stage-1 IDE checkpoint of ``seed`` (torchreid's name for the last epoch)."""
-    save_dir = osp.dirname(result_path(run_log_dir(IDE_RUN, args), IDE_RUN, seed))
+def ide_checkpoint(run: Run, seed: int, args) -> str:
+    """The stage-1 IDE checkpoint for ``run`` and ``seed`` (torchreid's name for the last
+    epoch)."""
+    ide = ide_run_for(run)
+    save_dir = osp.dirname(result_path(run_log_dir(ide, args), ide, seed))
     return osp.join(save_dir, "model", f"model.pth.tar-{args.ide_epochs}")
 
 
@@ -175,12 +186,12 @@ def train(run: Run, seed: int, args, data_root: str) -> None:
     cmd = [sys.executable, "tools/train.py", "--config-file", run.config, "--root", data_root,
            *run.opts, "train.seed", str(seed), "data.save_dir", save_dir,
            "test.flip", str(args.flip)]
-    if run is IDE_RUN:
+    if run in IDE_RUNS:
         cmd += ["train.max_epoch", str(args.ide_epochs)]
     elif args.epochs:
         cmd += ["train.max_epoch", str(args.epochs)]
     if getattr(args, "ide_epochs", 0) and not run.torchreid:
-        cmd += ["mpn.init_weights", ide_checkpoint(seed, args)]
+        cmd += ["mpn.init_weights", ide_checkpoint(run, seed, args)]
     os.makedirs(save_dir, exist_ok=True)
     with open(osp.join(save_dir, "stdout.txt"), "w") as out:
         proc = subprocess.run(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
@@ -229,6 +240,8 @@ def report(runs: List[Run], seeds_for, log_dir: str, frozen: Dict[str, str], arg
             continue
         if group == "table1" and getattr(args, "ide_epochs", 0):
             rows = [IDE_RUN] + rows
+            if any(r.data == "error_free" and not r.torchreid for r in rows):
+                rows.insert(1, IDE_RUN_ERROR_FREE)
         lines += [f"### {title}", "", "| run | seeds | Rank-1 (%) | mAP (%) | wall / run (min) |",
                   "|---|---|---|---|---|"]
         for r in rows:
@@ -279,10 +292,11 @@ def main(argv=None) -> str:
         todo, seen = [], set()
         for r in runs:
             for s in seeds_for(r):
-                if args.ide_epochs and not r.torchreid and ("ide", s) not in seen:
-                    seen.add(("ide", s))                       # stage 1 before the seed's runs
-                    if load(IDE_RUN, s, args) is None:
-                        todo.append((IDE_RUN, s))
+                ide = ide_run_for(r)
+                if args.ide_epochs and not r.torchreid and (ide.name, s) not in seen:
+                    seen.add((ide.name, s))                    # stage 1 before the seed's runs
+                    if load(ide, s, args) is None:
+                        todo.append((ide, s))
                 key = (r.same_as or r.name, s)
                 if key not in seen and load(r, s, args) is None:
                     seen.add(key)
