@@ -20,6 +20,25 @@ def fake_train(calls):
     return train
 
 
+def fake_subprocess(tmp_path, monkeypatch):
+    """Replace the tool's training subprocess: record the command, write its results.json."""
+    cmds = []
+
+    class Done:
+        returncode = 0
+
+    def fake_run(cmd, cwd=None, stdout=None, stderr=None):
+        cmds.append(cmd)
+        save_dir = cmd[cmd.index("data.save_dir") + 1]
+        with open(os.path.join(save_dir, "results.json"), "w") as f:
+            json.dump({"wall_time_s": 60.0, "results": {"s": {"rank1": 0.5, "mAP": 0.4}}}, f)
+        return Done()
+
+    monkeypatch.setattr(run_ablation.subprocess, "run", fake_run)
+    monkeypatch.setattr(run_ablation, "prepare_data", lambda root, kind, py: str(tmp_path / kind))
+    return cmds
+
+
 def test_resumable_and_tables(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(run_ablation, "train", fake_train(calls))
@@ -51,20 +70,7 @@ def test_ide_protocol_trains_stage_one_per_seed_and_passes_it(tmp_path, monkeypa
     """--ide-epochs: one IDE training per seed before that seed's MPN-family runs, whose
     command gets its checkpoint as mpn.init_weights; torchreid's models are untouched (no
     init, results in the plain log dir); the IDE row is reported."""
-    cmds = []
-
-    class Done:
-        returncode = 0
-
-    def fake_run(cmd, cwd=None, stdout=None, stderr=None):
-        cmds.append(cmd)
-        save_dir = cmd[cmd.index("data.save_dir") + 1]
-        with open(os.path.join(save_dir, "results.json"), "w") as f:
-            json.dump({"wall_time_s": 60.0, "results": {"s": {"rank1": 0.5, "mAP": 0.4}}}, f)
-        return Done()
-
-    monkeypatch.setattr(run_ablation.subprocess, "run", fake_run)
-    monkeypatch.setattr(run_ablation, "prepare_data", lambda root, kind, py: str(tmp_path / kind))
+    cmds = fake_subprocess(tmp_path, monkeypatch)
     log = str(tmp_path / "log")
     table = run_ablation.main(["--log-dir", log, "--runs", "baseline", "mpn", "pcb_p6",
                                "--groups", "table1", "--seeds", "1", "2", "--ide-epochs", "3"])
@@ -93,20 +99,7 @@ def test_ide_protocol_trains_stage_one_per_seed_and_passes_it(tmp_path, monkeypa
 
 def test_ide_protocol_upper_bound_gets_an_error_free_ide(tmp_path, monkeypatch):
     """Baseline (UB) trains on error-free boxes end to end: its stage 1 too."""
-    cmds = []
-
-    class Done:
-        returncode = 0
-
-    def fake_run(cmd, cwd=None, stdout=None, stderr=None):
-        cmds.append(cmd)
-        save_dir = cmd[cmd.index("data.save_dir") + 1]
-        with open(os.path.join(save_dir, "results.json"), "w") as f:
-            json.dump({"wall_time_s": 60.0, "results": {"s": {"rank1": 0.5, "mAP": 0.4}}}, f)
-        return Done()
-
-    monkeypatch.setattr(run_ablation.subprocess, "run", fake_run)
-    monkeypatch.setattr(run_ablation, "prepare_data", lambda root, kind, py: str(tmp_path / kind))
+    cmds = fake_subprocess(tmp_path, monkeypatch)
     log = str(tmp_path / "log")
     table = run_ablation.main(["--log-dir", log, "--runs", "baseline_ub", "--groups", "table1",
                                "--seeds", "1", "--ide-epochs", "2"])
