@@ -26,8 +26,9 @@ own IDE model, trained on the error-free boxes.
 
 Budget: the demo recipe (ResNet-18, 128x64, 12 epochs, batch 48); measured on 2 cores about
 6.5 min per MPN run (the other MPN variants and the Baseline within ~10% per batch), so the 30
-MPN-family runs of Table 1 (3 seeds) take ~3.5 h, pcb_p6/osnet_x1_0 more (ResNet-50/OSNet),
-and the other groups (1 seed, 15 new runs) ~1.7 h: spread over sessions with --max-runs.
+MPN-family runs of Table 1 (3 seeds) take ~3.5 h, pcb_p6 16 min per run (ResNet-50), the IDE
+stage of --ide-epochs 12 about 4 min per seed, and the other groups (1 seed, 15 new runs)
+~1.7 h: spread over sessions with --max-runs.
 """
 from __future__ import annotations
 
@@ -164,7 +165,7 @@ def ide_run_for(run: Run) -> Run:
 
 def run_log_dir(run: Run, args) -> str:
     """Where a run's results live: MPN-family runs of the IDE protocol in their own folder."""
-    if getattr(args, "ide_epochs", 0) and (not run.torchreid or run in IDE_RUNS):
+    if args.ide_epochs and (not run.torchreid or run in IDE_RUNS):
         return f"{args.log_dir}_ide{args.ide_epochs}"
     return args.log_dir
 
@@ -190,7 +191,7 @@ def train(run: Run, seed: int, args, data_root: str) -> None:
         cmd += ["train.max_epoch", str(args.ide_epochs)]
     elif args.epochs:
         cmd += ["train.max_epoch", str(args.epochs)]
-    if getattr(args, "ide_epochs", 0) and not run.torchreid:
+    if args.ide_epochs and not run.torchreid:
         cmd += ["mpn.init_weights", ide_checkpoint(run, seed, args)]
     os.makedirs(save_dir, exist_ok=True)
     with open(osp.join(save_dir, "stdout.txt"), "w") as out:
@@ -219,14 +220,14 @@ def fmt(values: List[float]) -> str:
 
 
 def ide_note(args) -> str:
-    if not getattr(args, "ide_epochs", 0):
+    if not args.ide_epochs:
         return ""
     return (f"; two-stage protocol (Sec. 5.1): every MPN-family run's backbone starts from the "
             f"IDE model of its seed (torchreid resnet18, softmax, {args.ide_epochs} epochs, "
             "`configs/ide_synthetic.yaml`); torchreid's models train from scratch as always")
 
 
-def report(runs: List[Run], seeds_for, log_dir: str, frozen: Dict[str, str], args) -> str:
+def report(runs: List[Run], seeds_for, frozen: Dict[str, str], args) -> str:
     lines = [f"Synthetic benchmark: generator config hash `{frozen['config']}` (error-free boxes "
              f"`{frozen['config_error_free']}`), generator source sha256 `{frozen['source']}`, "
              f"frozen: {frozen['frozen']}. Recipe: each config's own (demo: ResNet-18 from "
@@ -238,7 +239,7 @@ def report(runs: List[Run], seeds_for, log_dir: str, frozen: Dict[str, str], arg
         rows = [r for r in runs if r.group == group]
         if not rows:
             continue
-        if group == "table1" and getattr(args, "ide_epochs", 0):
+        if group == "table1" and args.ide_epochs:
             rows = [IDE_RUN] + rows
             if any(r.data == "error_free" and not r.torchreid for r in rows):
                 rows.insert(1, IDE_RUN_ERROR_FREE)
@@ -313,7 +314,7 @@ def main(argv=None) -> str:
             res = load(r, s, args)
             print(f"[ablation] {r.name} seed {s}: Rank-1 {res['rank1']:.1f} mAP {res['mAP']:.1f} "
                   f"({(time.time() - t) / 60:.1f} min)", flush=True)
-    table = report(runs, seeds_for, args.log_dir, frozen, args)
+    table = report(runs, seeds_for, frozen, args)
     print(table)
     if args.out:
         with open(args.out, "w") as f:

@@ -251,12 +251,12 @@ class PartHeads(nn.Module):
     def forward_parts(self, part_maps: torch.Tensor) -> torch.Tensor:
         """Auxiliary tasks: head k on P_k. (B, K, C, h, W) -> (B, K, D)."""
         B, K, C = part_maps.shape[:3]
-        if self.fused_training and self.first.can_fuse():
+        fused = self.fused_training and self.first.can_fuse()
+        if fused or (self.fast_inference and self.first.can_fold()
+                     and not torch.is_grad_enabled()):
             x = part_maps.permute(1, 0, 3, 4, 2).reshape(K, B, -1, C)         # (K, B, h*W, C)
-            return self._vector_stage(self.first.parts_max_train(x))
-        if self.fast_inference and self.first.can_fold() and not torch.is_grad_enabled():
-            x = part_maps.permute(1, 0, 3, 4, 2).reshape(K, B, -1, C)
-            return self._vector_stage(self.first.parts_max_folded(x))
+            v = self.first.parts_max_train(x) if fused else self.first.parts_max_folded(x)
+            return self._vector_stage(v)
         y = self.first(part_maps.reshape(B, K, C, -1))                     # (B, K, D, h*W)
         return self._vector_stage(y.amax(dim=-1))
 
