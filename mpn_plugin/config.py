@@ -66,10 +66,10 @@ def get_default_config() -> CN:
     cfg.train.batch_size = 48
     cfg.train.fixbase_epoch = 0
     cfg.train.open_layers = ["main_heads", "auxiliary_heads", "main_classifier",
-                             "auxiliary_classifier"]
+                             "auxiliary_classifier", "main_neck", "auxiliary_neck"]
     cfg.train.staged_lr = False
     cfg.train.new_layers = ["main_heads", "auxiliary_heads", "main_classifier",
-                            "auxiliary_classifier"]
+                            "auxiliary_classifier", "main_neck", "auxiliary_neck"]
     cfg.train.base_lr_mult = 1.0
     cfg.train.lr_scheduler = "single_step"
     cfg.train.stepsize = [20]
@@ -112,6 +112,7 @@ def get_default_config() -> CN:
     cfg.test.visrank_topk = 10
     cfg.test.flip = False               # add features of the flipped image (authors' release)
     cfg.test.amp = False                # mixed-precision feature extraction (bf16 CPU, fp16 CUDA)
+    cfg.test.precise_bn_batches = 0     # MPN: re-estimate MT BN statistics before testing (0 = off)
 
     add_mpn_config(cfg)
     return cfg
@@ -163,10 +164,15 @@ def add_mpn_config(cfg: CN) -> CN:
     cfg.mpn.share_conv1 = True         # C1-S
     cfg.mpn.share_conv2 = True         # C2-S
     cfg.mpn.share_attention = True
-    cfg.mpn.share_bn = True            # shared convs also share their BN (authors' release)
+    # BN of shared layers: affine (shared gamma/beta, per-task running statistics: test-time
+    # MT uses MT statistics; trains the same function as module) | module (one BN module,
+    # authors' release: test-time MT uses MT+AT mixed statistics) | none (task-specific BN)
+    cfg.mpn.bn_sharing = "affine"
     cfg.mpn.prior_variant = "full"     # full | roi_resize | uniform (Table 2)
     cfg.mpn.backbone_weights = ""      # local backbone weights (torchvision/torchreid)
     cfg.mpn.init_weights = ""          # IDE checkpoint (Sec. 5.1) for the backbone
+    cfg.mpn.classifier_init_std = 0.001  # N(0, std) init of the part classifiers (release: 0.001)
+    cfg.mpn.classifier_neck = "none"     # none (Eq. 1) | bn: W_k BN(f_k) (BNNeck; h unchanged)
 
     # losses (Eq. 1, 3, 8, 10; Tables 3-4; Fig. 10)
     cfg.mpn.loss = CN()
@@ -178,6 +184,7 @@ def add_mpn_config(cfg: CN) -> CN:
     cfg.mpn.loss.triplet_start_epoch = 0     # warm-up: triplet term off before this epoch
     cfg.mpn.loss.alignment = "class_wise"    # class_wise | sample_wise | batch_wise | none
     cfg.mpn.loss.alignment_weight = 1.0      # lambda
+    cfg.mpn.loss.alignment_start_epoch = 0   # warm-up: alignment term off before this epoch
     cfg.mpn.loss.soft_sharing_layer = ""     # "" | conv1 | conv2 (Fig. 10)
     cfg.mpn.loss.soft_sharing_weight = 0.0   # 0.01 | 0.1 | 1 | 10 in Fig. 10
 
@@ -199,8 +206,9 @@ def mpn_model_kwargs(cfg: CN) -> dict:
         backbone=m.backbone, last_stride=m.last_stride, num_parts=m.num_parts, dim=m.dim,
         use_attention=m.use_attention, attention_reduction=m.attention_reduction, tasks=m.tasks,
         sharing=SharingConfig(conv1=m.share_conv1, conv2=m.share_conv2,
-                              attention=m.share_attention, batchnorm=m.share_bn),
-        prior_variant=m.prior_variant, backbone_weights=m.backbone_weights)
+                              attention=m.share_attention, batchnorm=m.bn_sharing),
+        prior_variant=m.prior_variant, backbone_weights=m.backbone_weights,
+        classifier_init_std=m.classifier_init_std, classifier_neck=m.classifier_neck)
 
 
 def imagedata_kwargs(cfg: CN, use_gpu: bool) -> dict:

@@ -21,9 +21,10 @@ from . import compat, distributed
 from .config import (engine_run_kwargs, get_default_config, imagedata_kwargs,
                      lr_scheduler_kwargs, merge_config_file, mpn_model_kwargs,
                      optimizer_kwargs)
-from .data.prior_datasets import PriorOptions, register_prior_datasets
+from .data.sampler_check import identity_sampler_warning
+from .data.prior_datasets import FEATURE_STRIDE, PriorOptions, register_prior_datasets
 from .engine import build_engine
-from .models import PRETRAINED_OFFLINE_MESSAGE, VARIANTS, MPN, build_mpn
+from .models import MODEL_NAMES, MPN, VARIANTS, build_backbone
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,33 +57,60 @@ def setup_cfg(args: argparse.Namespace):
 
 
 def is_mpn_model(name: str) -> bool:
-    return name in VARIANTS
+    return name in MODEL_NAMES
+
+
+def mpn_kwargs_for(cfg) -> dict:
+    """MPNConfig fields of ``cfg.model.name``: ``cfg.mpn``, with the fields that the named
+    preset fixes (e.g. ``mpn_baseline``: tasks=at_only; ``*_mobilenetv2``: the backbone)."""
+    variant, backbone = MODEL_NAMES[cfg.model.name]
+    kwargs = mpn_model_kwargs(cfg)
+    kwargs.update(VARIANTS[variant] if variant != "mpn" else {})
+    if backbone:
+        kwargs["backbone"] = backbone
+    kwargs["pretrained"] = bool(cfg.model.pretrained)
+    return kwargs
 
 
 def uses_priors(cfg) -> bool:
     """Whether training items need coarse priors (MPN models with ATs and a non-uniform prior)."""
     if not is_mpn_model(cfg.model.name) or cfg.engine.name != "mpn":
         return False
-    kwargs = mpn_model_kwargs(cfg)
-    kwargs.update(VARIANTS[cfg.model.name] if cfg.model.name != "mpn" else {})
+    kwargs = mpn_kwargs_for(cfg)
     return kwargs["tasks"] != "mt_only" and kwargs["prior_variant"] != "uniform"
+
+
+def feature_stride(cfg) -> int:
+    """Input size / size of F for the config's backbone (the priors are made at F's size):
+    16 for the ResNets and MobileNetV2 with last stride 1, 32 with last stride 2."""
+    if not is_mpn_model(cfg.model.name):
+        return FEATURE_STRIDE
+    kwargs = mpn_kwargs_for(cfg)
+    Hf, _ = build_backbone(kwargs["backbone"], kwargs["last_stride"]).feature_size(
+        cfg.data.height, cfg.data.width)
+    return cfg.data.height // Hf
 
 
 def build_model_from_cfg(cfg, num_classes: int) -> torch.nn.Module:
     """MPN family: ``cfg.mpn`` (the named presets fix their own fields, e.g. ``mpn_baseline``
-    sets tasks=at_only); other names: torchreid's factory."""
-    if cfg.model.pretrained:
-        raise RuntimeError(PRETRAINED_OFFLINE_MESSAGE)
+    sets tasks=at_only); other names: torchreid's factory (``ide_mobilenetv2`` included).
+    ``model.pretrained`` starts the backbone from ImageNet weights."""
     if is_mpn_model(cfg.model.name):
-        kwargs = mpn_model_kwargs(cfg)
-        kwargs.update(VARIANTS[cfg.model.name] if cfg.model.name != "mpn" else {})
-        model = MPN(num_classes, loss="triplet", **kwargs)
+        model = MPN(num_classes, loss="triplet", **mpn_kwargs_for(cfg))
         if cfg.mpn.init_weights:
             model.init_weights(cfg.mpn.init_weights)
         return model
     loss = "triplet" if cfg.engine.name == "triplet" else "softmax"
-    return compat.models.build_model(cfg.model.name, num_classes=num_classes, loss=loss,
-                                     pretrained=False, use_gpu=torch.cuda.is_available())
+    try:
+        return compat.models.build_model(cfg.model.name, num_classes=num_classes, loss=loss,
+                                         pretrained=cfg.model.pretrained,
+                                         use_gpu=torch.cuda.is_available())
+    except OSError as exc:  # torchreid's own download (URLError is an OSError) failed
+        raise RuntimeError(
+            f"model.pretrained=True for torchreid's '{cfg.model.name}' downloads ImageNet "
+            f"weights, which failed ({exc}). Offline: put the file in the torch hub cache "
+            f"($TORCH_HOME/hub/checkpoints), use model.name ide_mobilenetv2 (ImageNet "
+            "MobileNetV2 that installs offline), or model.pretrained False") from exc
 
 
 def load_trained_model(config_file: str, checkpoint: str, root: str = "", opts=()):
@@ -109,8 +137,10 @@ def load_trained_model(config_file: str, checkpoint: str, root: str = "", opts=(
     for path, what in ((config_file, "config"), (checkpoint, "checkpoint")):
         if not osp.isfile(path):
             raise FileNotFoundError(f"{what} file {path!r} does not exist")
+    # the checkpoint holds every weight: no ImageNet weights needed (nor downloaded)
     cfg = setup_cfg(build_parser().parse_args(["--config-file", config_file]
-                                              + (["--root", root] if root else []) + list(opts)))
+                                              + (["--root", root] if root else []) + list(opts)
+                                              + ["model.pretrained", "False"]))
     state = compat.state_dict_of(compat.load_checkpoint(checkpoint))
     suffixes = ("main_classifier.weight", "auxiliary_classifier.weight", "classifier.weight",
                 "classifier.0.weight")
@@ -121,6 +151,27 @@ def load_trained_model(config_file: str, checkpoint: str, root: str = "", opts=(
     model = build_model_from_cfg(cfg, num_classes=weights[0].shape[-2])
     compat.load_model_weights(model, checkpoint)
     return model.eval(), cfg
+
+
+def load_model_spec(spec: str, root: str = "", opts=()):
+    """``NAME=CONFIG:CHECKPOINT`` (the ``--model`` argument of the tools) -> (name, model in
+    eval mode, cfg); ``opts`` are config overrides (``key value`` pairs).
+
+    Examples::
+
+        >>> name, model, cfg = load_model_spec(
+        ...     'MPN=configs/mpn_synthetic.yaml:log/mpn_synthetic/model/model.pth.tar-12')
+    """
+    if "=" not in spec or ":" not in spec.split("=", 1)[1]:
+        raise ValueError(f"--model {spec!r}: expected NAME=CONFIG:CHECKPOINT, e.g. "
+                         "MPN=configs/mpn_synthetic.yaml:log/mpn_synthetic/model/model.pth.tar-12")
+    name, rest = spec.split("=", 1)
+    config, ckpt = rest.rsplit(":", 1)
+    try:
+        model, cfg = load_trained_model(config, ckpt, root, opts)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"--model {name}: {e}") from None
+    return name, model, cfg
 
 
 def main(argv: Optional[List[str]] = None) -> dict:
@@ -184,8 +235,15 @@ def _run(cfg, dist_info=None) -> dict:
     print(f"Show configuration\n{cfg}\n")
     print(f"torchreid layout: {compat.LAYOUT}; use_gpu: {use_gpu}; torch {torch.__version__}")
 
-    register_prior_datasets(PriorOptions.from_cfg(cfg, enabled=uses_priors(cfg)))
+    priors = uses_priors(cfg)
+    register_prior_datasets(PriorOptions.from_cfg(
+        cfg, enabled=priors, feature_stride=feature_stride(cfg) if priors else FEATURE_STRIDE))
     datamanager = compat.data.ImageDataManager(**imagedata_kwargs(cfg, use_gpu))
+    if cfg.sampler.train_sampler == "RandomIdentitySampler":
+        warning = identity_sampler_warning(datamanager.train_loader.dataset.train,
+                                           cfg.sampler.num_instances)
+        if warning:
+            print(f"WARNING: {warning}")
 
     model = build_model_from_cfg(cfg, datamanager.num_train_pids)
     num_params, flops = compat.utils.compute_model_complexity(

@@ -33,3 +33,18 @@ def test_json_keys_params_and_flop_ratios(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "MPN° vs pcb_p6, training step: time ratio" in printed
     assert md.read_text().startswith("Input 96x32, batch 2")
+
+
+def test_mobilenetv2_rows(tmp_path):
+    out = tmp_path / "m.json"
+    benchmark_complexity.main(["--height", "96", "--width", "32", "--batch", "2", "--repeats", "1",
+                               "--warmup", "0", "--threads", "1", "--models", "mpn_o_mobilenetv2",
+                               "mpn_baseline_mobilenetv2", "ide_mobilenetv2", "--json", str(out)])
+    res = json.loads(out.read_text())
+    o, b, ide = res["mpn_o_mobilenetv2"], res["mpn_baseline_mobilenetv2"], res["ide_mobilenetv2"]
+    assert o["params_train"] == o["params_test"] == b["params_test"]
+    # same trunk: the heads are what MPN° adds to the plain softmax model's test graph
+    assert ide["params_test"] < o["params_test"]
+    # the K first 1x1 convs (1280 -> 512) on every position of F (6 x 2) instead of one strip
+    extra = 2 * 6 * 1280 * 512 * 12 * (1 - 1 / 6) / 1e9
+    assert abs((o["gflops"] - b["gflops"]) - extra) < 0.02 * extra

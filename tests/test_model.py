@@ -97,22 +97,133 @@ def param_ids(module):
     return {id(p) for p in module.parameters()} if module is not None else set()
 
 
-def test_mpn_mt_and_at_share_first_conv_ca_second_conv_and_bn():
-    m = small(use_attention=True)
+@pytest.mark.parametrize("bn_mode", ["affine", "module"])
+def test_mpn_mt_and_at_share_first_conv_ca_second_conv_and_bn(bn_mode):
+    m = small(use_attention=True, sharing=SharingConfig(batchnorm=bn_mode))
     mt, at = m.main_heads, m.auxiliary_heads
     assert mt.first.conv.weight is at.first.conv.weight
     assert mt.second.conv.weight is at.second.conv.weight
-    assert mt.attention is at.attention
-    assert mt.first.bn is at.first.bn  # release: shared BN
+    assert mt.first.bn.weight is at.first.bn.weight and mt.first.bn.bias is at.first.bn.bias
+    if bn_mode == "module":      # the release: one CA and one BN module for both tasks
+        assert mt.attention is at.attention and mt.first.bn is at.first.bn
+    else:                        # the default: own running statistics per task
+        assert mt.first.bn is not at.first.bn
     # only the classifiers are unshared
     assert param_ids(mt) == param_ids(at)
     assert not (param_ids(m.main_classifier) & param_ids(m.auxiliary_classifier))
+
+
+def test_default_bn_sharing_is_affine():
+    from mpn_plugin.config import get_default_config
+    assert SharingConfig().batchnorm == "affine" == get_default_config().mpn.bn_sharing
 
 
 def test_task_specific_bn_keeps_conv_shared():
     m = small(sharing=SharingConfig(batchnorm=False))
     mt, at = m.main_heads, m.auxiliary_heads
     assert mt.first.conv is at.first.conv and mt.first.bn is not at.first.bn
+    assert mt.first.bn.weight is not at.first.bn.weight
+
+
+def _head_bns(heads):
+    return [m for m in heads.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+
+
+def test_affine_bn_sharing_shares_gamma_beta_not_running_statistics():
+    m = small(use_attention=True, sharing=SharingConfig(batchnorm="affine"))
+    mt, at = m.main_heads, m.auxiliary_heads
+    assert mt.first.conv is at.first.conv and mt.attention.squeeze is at.attention.squeeze
+    mt_bns, at_bns = _head_bns(mt), _head_bns(at)
+    assert len(mt_bns) == len(at_bns) == 4             # conv1, CA squeeze, CA excite, conv2
+    for a, b in zip(mt_bns, at_bns):
+        assert a is not b and a.weight is b.weight and a.bias is b.bias
+        assert a.running_mean is not b.running_mean
+    # the paper's count (Sec. 5.4.5): the same parameters as one shared BN module
+    assert param_ids(mt) == param_ids(at)
+    assert count_parameters([m]) == count_parameters([small(use_attention=True)])
+    with pytest.raises(ValueError, match="bn_sharing"):
+        SharingConfig(batchnorm="sometimes")
+
+
+def _train_batch(B=4):
+    torch.manual_seed(5)
+    x = torch.randn(B, 3, 96, 32)
+    mask = (torch.rand(B, 6, 2) > 0.3).float()
+    roi = torch.tensor([[0.0, 1.0], [0.2, 0.9], [0.1, 0.7], [0.3, 1.0]])[:B]
+    return x, mask, roi
+
+
+@pytest.mark.parametrize("mode", ["affine", "module"])
+def test_affine_bn_sharing_trains_the_same_function_as_one_bn_module(mode):
+    """In training each forward call normalises with its own batch statistics, so sharing
+    gamma/beta with per-task running statistics (affine) computes what one shared BN module
+    (the release) computes: same init, same loss, same gradients."""
+    from mpn_plugin.losses import part_id_loss
+    x, mask, roi = _train_batch()
+    results = []
+    for m_mode in ("module", mode):
+        torch.manual_seed(0)
+        m = small(use_attention=True, sharing=SharingConfig(batchnorm=m_mode)).train()
+        out = m(x, mask, roi)
+        pids = torch.tensor([0, 0, 1, 1])
+        loss = part_id_loss(out["mt_logits"], pids) + part_id_loss(out["at_logits"], pids)
+        loss.backward()
+        results.append((loss.item(), [p.grad.clone() for p in m.parameters()]))
+    assert results[0][0] == pytest.approx(results[1][0], rel=1e-6)
+    for a, b in zip(results[0][1], results[1][1]):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode,mt_only_stats", [("affine", True), ("none", True),
+                                                 ("module", False)])
+def test_test_time_bn_statistics_come_from_the_main_task_only(mode, mt_only_stats):
+    """The invariant of mpn.bn_sharing affine / none: after training forwards of MT and AT,
+    the running statistics of every BN on the test-time path equal those of a copy that
+    ran the MT path alone; with one shared module (release) the AT inputs leak into them."""
+    import copy
+    x, mask, roi = _train_batch()
+    torch.manual_seed(0)
+    m = small(use_attention=True, sharing=SharingConfig(batchnorm=mode)).train()
+    mt_alone = copy.deepcopy(m)
+    for _ in range(2):
+        m(x, mask, roi)
+        with torch.no_grad():
+            mt_alone.main_task(mt_alone.backbone(x))
+    same = [torch.allclose(a.running_mean, b.running_mean, atol=1e-6)
+            and torch.allclose(a.running_var, b.running_var, atol=1e-6)
+            for a, b in zip(_head_bns(m.main_heads), _head_bns(mt_alone.main_heads))]
+    assert all(same) if mt_only_stats else not any(same)
+    if mt_only_stats:  # so the test-time features are those of MT statistics
+        with torch.no_grad():
+            assert torch.allclose(m.eval()(x), mt_alone.eval()(x), atol=1e-5)
+
+
+def test_recompute_main_task_bn_statistics_averages_mt_batch_statistics():
+    """Precise BN (engine/bn_statistics.py): running statistics of the test-time heads
+    become the mean over batches of MT batch statistics; the backbone's are untouched."""
+    from mpn_plugin.engine.bn_statistics import recompute_main_task_bn_statistics
+    torch.manual_seed(0)
+    m = small(use_attention=False).train()
+    batches = [{"img": torch.randn(3, 3, 96, 32)} for _ in range(3)]
+    m(batches[0]["img"], *prior(3, 6, 2))                     # mixed MT/AT statistics
+    backbone_before = copy_buffers(m.backbone)
+    used = recompute_main_task_bn_statistics(m, batches, num_batches=2)
+    assert used == 2 and m.training
+    bn = m.main_heads.first.bn
+    means = []
+    with torch.no_grad():
+        for b in batches[:2]:
+            F = m.backbone.eval()(b["img"])
+            y = m.main_heads.first.conv.shared_input(F.flatten(2))       # (B, K, D, L)
+            means.append(y.permute(0, 3, 1, 2).reshape(-1, bn.num_features).mean(0))
+    assert torch.allclose(bn.running_mean, torch.stack(means).mean(0), atol=1e-5)
+    assert bn.momentum == 0.1                                 # restored
+    for k, v in copy_buffers(m.backbone).items():
+        assert torch.equal(v, backbone_before[k]), k
+
+
+def copy_buffers(module):
+    return {k: v.clone() for k, v in module.named_buffers()}
 
 
 @pytest.mark.parametrize("conv1,conv2,expected_distinct", [
@@ -164,7 +275,13 @@ def test_build_model_through_torchreid_factory():
             assert model.eval()(torch.randn(1, 3, 384, 128)).shape == (1, 3072)
 
 
-def test_pretrained_true_fails_with_offline_message():
+def test_pretrained_true_offline_resnet_fails_with_message(tmp_path, monkeypatch):
+    import urllib.error
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))           # empty cache
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("offline")
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
     with pytest.raises(RuntimeError, match="pretrained=False"):
         compat.models.build_model("mpn", num_classes=10, loss="triplet", pretrained=True)
 
@@ -319,3 +436,28 @@ def test_fused_training_path_equals_reference_training_step(variant):
         assert torch.allclose(p.grad, q.grad, atol=1e-9), name
     for (name, b), c in zip(model.named_buffers(), ref.buffers()):
         assert torch.allclose(b.double(), c.double(), atol=1e-12), name
+
+
+# ----------------------------------------------------------------------------- classifier neck
+def test_classifier_neck_bn_feeds_centred_features_to_the_classifiers_only():
+    """mpn.classifier_neck bn: logits = W_k BN(f_k) with the batch statistics of f_k (by hand);
+    h, g and the test-time representation are the paper's, unchanged by the neck."""
+    torch.manual_seed(0)
+    plain = small(num_classes=5, use_attention=False).train()
+    torch.manual_seed(0)
+    necked = small(num_classes=5, use_attention=False, classifier_neck="bn").train()
+    x, mask, roi = _train_batch()
+    out, ref = necked(x, mask, roi), plain(x, mask, roi)
+    assert torch.allclose(out["h"], ref["h"], atol=1e-6) and torch.allclose(out["g"], ref["g"], atol=1e-6)
+    f = out["mt_features"]                                            # (B, K, D)
+    f_bn = (f - f.mean(0)) / torch.sqrt(f.var(0, unbiased=False) + 1e-5)
+    W, b = necked.main_classifier.weight, necked.main_classifier.bias  # (K, C, D), (K, C)
+    want = torch.einsum("bkd,kcd->kbc", f_bn, W) + b.unsqueeze(1)
+    assert torch.allclose(out["mt_logits"], want, atol=1e-4)
+    assert not torch.allclose(ref["mt_logits"], want, atol=1e-4)
+    with torch.no_grad():
+        assert torch.allclose(necked.eval()(x), plain.eval()(x), atol=1e-6)
+    # the neck is a classification layer: excluded from the test-time modules
+    assert count_parameters(necked.test_time_modules()) == count_parameters(plain.test_time_modules())
+    with pytest.raises(ValueError, match="classifier_neck"):
+        small(classifier_neck="dropout")

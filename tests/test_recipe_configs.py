@@ -79,3 +79,25 @@ def test_missing_market_root_names_the_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="market1501"):
         compat.data.ImageDataManager(root=str(tmp_path), sources="market1501_prior",
                                      use_gpu=False, workers=0)
+
+
+CPU = sorted(glob.glob(osp.join(ROOT, "configs", "cpu", "*.yaml")))
+CPU += sorted(glob.glob(osp.join(ROOT, "configs", "cuhk01", "*_mobilenetv2.yaml")))
+
+
+@pytest.mark.parametrize("path", CPU, ids=[osp.relpath(c, ROOT) for c in CPU])
+def test_cpu_recipe_values(path, fake_root):
+    """The real-data recipe (docs/RESULTS.md): ImageNet MobileNetV2, staged lr for the MPN
+    family, the BN classifier neck, MT-only test statistics, at least two batches per
+    identity and epoch (CUHK01: ~4 images per identity -> A=2)."""
+    cfg = cfg_for(path, fake_root, fast=False)
+    assert cfg.model.pretrained and cfg.mpn.backbone == "mobilenetv2"
+    if "baseline_plain" in path:         # the Baseline's own recipe: no staged lr, no neck
+        assert not cfg.train.staged_lr and cfg.mpn.classifier_neck == "none"
+        assert cfg.mpn.tasks == "at_only" and cfg.sampler.num_instances == 2
+    elif cfg.engine.name == "mpn":
+        assert cfg.train.staged_lr and cfg.train.base_lr_mult == 0.1
+        assert cfg.mpn.classifier_neck == "bn" and cfg.mpn.bn_sharing == "affine"
+        assert cfg.sampler.num_instances == (2 if "cuhk01" in path else 4)
+    else:
+        assert cfg.model.name == "ide_mobilenetv2" and cfg.sampler.train_sampler == "RandomSampler"

@@ -6,6 +6,7 @@ import os
 import pytest
 
 import run_ablation
+from fake_training import fake_training_subprocess
 
 
 def fake_train(calls):
@@ -22,21 +23,12 @@ def fake_train(calls):
 
 def fake_subprocess(tmp_path, monkeypatch):
     """Replace the tool's training subprocess: record the command, write its results.json."""
-    cmds = []
-
-    class Done:
-        returncode = 0
-
-    def fake_run(cmd, cwd=None, stdout=None, stderr=None):
-        cmds.append(cmd)
-        save_dir = cmd[cmd.index("data.save_dir") + 1]
+    def write(cmd, save_dir):
         with open(os.path.join(save_dir, "results.json"), "w") as f:
             json.dump({"wall_time_s": 60.0, "results": {"s": {"rank1": 0.5, "mAP": 0.4}}}, f)
-        return Done()
 
-    monkeypatch.setattr(run_ablation.subprocess, "run", fake_run)
     monkeypatch.setattr(run_ablation, "prepare_data", lambda root, kind, py: str(tmp_path / kind))
-    return cmds
+    return fake_training_subprocess(monkeypatch, run_ablation, write)
 
 
 def test_resumable_and_tables(tmp_path, monkeypatch):

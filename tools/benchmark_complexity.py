@@ -12,6 +12,8 @@ Examples::
     python tools/benchmark_complexity.py                       # 384x128, batch 16
     python tools/benchmark_complexity.py --quick --json out.json
     python tools/benchmark_complexity.py --models mpn pcb_p6 --amp   # + mixed-precision timing
+    python tools/benchmark_complexity.py --height 128 --width 64 --models mpn_mobilenetv2 \
+        mpn_baseline_mobilenetv2 ide_mobilenetv2 pcb_p6              # the CPU recipes' size
 
 ``--amp`` also times every model with the forward under ``torch.autocast`` (bfloat16 on CPU,
 float16 on CUDA: the dtypes of ``train.amp`` / ``test.amp``), interleaved with the float32 runs,
@@ -40,7 +42,9 @@ from mpn_plugin.losses import (class_wise_alignment_loss, cosine_batch_hard_trip
                                part_id_loss)
 from mpn_plugin.models import MPN, count_parameters  # noqa: E402
 
-MODELS = ("mpn_o", "mpn", "mpn_baseline", "pcb_p6", "resnet50", "osnet_x1_0")
+MODELS = ("mpn_o", "mpn", "mpn_baseline", "pcb_p6", "resnet50", "osnet_x1_0",
+          # the CPU-friendly trunk whose ImageNet weights install offline (stride 16)
+          "mpn_o_mobilenetv2", "mpn_mobilenetv2", "mpn_baseline_mobilenetv2", "ide_mobilenetv2")
 NUM_CLASSES = 751
 
 

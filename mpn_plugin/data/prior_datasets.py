@@ -30,7 +30,7 @@ import torch
 
 from .. import compat
 
-FEATURE_STRIDE = 16  # ResNet with last stride 1 and OSNet: F is (H/16, W/16)
+FEATURE_STRIDE = 16  # ResNet / MobileNetV2 with last stride 1 and OSNet: F is (H/16, W/16)
 
 
 @dataclass
@@ -66,9 +66,10 @@ class PriorOptions:
             raise ValueError("mpn.prior.offline_translation_copies must be >= 1")
 
     @classmethod
-    def from_cfg(cls, cfg, enabled: bool) -> "PriorOptions":
+    def from_cfg(cls, cfg, enabled: bool, feature_stride: int = FEATURE_STRIDE) -> "PriorOptions":
         p = cfg.mpn.prior
         return cls(enabled=enabled, cache_file=p.cache_file, on_missing=p.on_missing,
+                   feature_stride=feature_stride,
                    binarize_threshold=p.binarize_threshold,
                    offline_translation_copies=p.offline_translation_copies,
                    offline_translation_max_shift=tuple(p.offline_translation_max_shift),

@@ -43,7 +43,8 @@ def build_engine(cfg, datamanager, model, optimizer, scheduler=None, use_gpu: bo
     common = dict(scheduler=scheduler, use_gpu=use_gpu)
     if issubclass(cls, MPNEngine):
         engine = cls(datamanager, model, optimizer, loss=MPNLossConfig.from_cfg(cfg),
-                     flip_test=cfg.test.flip, warmup_epochs=cfg.train.warmup_epochs, **common)
+                     flip_test=cfg.test.flip, warmup_epochs=cfg.train.warmup_epochs,
+                     precise_bn_batches=cfg.test.precise_bn_batches, **common)
     elif issubclass(cls, TripletEngine):
         engine = cls(datamanager, model, optimizer, margin=cfg.loss.triplet.margin,
                      weight_t=cfg.loss.triplet.weight_t, weight_x=cfg.loss.triplet.weight_x,

@@ -14,6 +14,7 @@ import torch
 from .. import compat
 from ..losses import (build_alignment_loss, check_finite, cosine_batch_hard_triplet_loss,
                       part_id_loss, soft_sharing_penalty, triplet_features)
+from .bn_statistics import recompute_main_task_bn_statistics
 from .mixins import EngineMixin
 
 
@@ -32,6 +33,10 @@ class MPNLossConfig:
         alignment (str): ``class_wise`` (Eq. 8), ``sample_wise`` (Eq. 9), ``batch_wise`` or
             ``none``.
         alignment_weight (float): lambda.
+        alignment_start_epoch (int): the alignment term is off before this epoch (0 = always
+            on as in the paper, which starts from an IDE model; from ImageNet weights the ID
+            losses first need to leave chance, else L_CF is met by features that hardly depend
+            on the image: docs/RESULTS.md, real crops).
         soft_sharing_layer (str): ``''``, ``conv1`` or ``conv2`` (Fig. 10).
         soft_sharing_weight (float): weight of the L2 penalty between MT and AT parameters.
     """
@@ -43,6 +48,7 @@ class MPNLossConfig:
     triplet_start_epoch: int = 0
     alignment: str = "class_wise"
     alignment_weight: float = 1.0
+    alignment_start_epoch: int = 0
     soft_sharing_layer: str = ""
     soft_sharing_weight: float = 0.0
 
@@ -64,6 +70,10 @@ class MPNEngine(EngineMixin, compat.engine.Engine):
         loss (MPNLossConfig): loss weights and switches.
         flip_test (bool): add the features of the horizontally flipped image at test time.
         warmup_epochs (int): linear lr warm-up over the first epochs (0 = off).
+        precise_bn_batches (int): before each evaluation, re-estimate the test-time heads' BN
+            statistics from this many training batches through the MT path only
+            (:func:`~mpn_plugin.engine.bn_statistics.recompute_main_task_bn_statistics`);
+            0 = off.
 
     Examples::
 
@@ -74,7 +84,7 @@ class MPNEngine(EngineMixin, compat.engine.Engine):
 
     def __init__(self, datamanager, model, optimizer, scheduler=None, use_gpu: bool = True,
                  loss: Optional[MPNLossConfig] = None, flip_test: bool = False,
-                 warmup_epochs: int = 0):
+                 warmup_epochs: int = 0, precise_bn_batches: int = 0):
         super().__init__(datamanager, use_gpu)
         self.model = model
         self.optimizer = optimizer
@@ -84,9 +94,18 @@ class MPNEngine(EngineMixin, compat.engine.Engine):
         self.alignment_loss = build_alignment_loss(self.loss_cfg.alignment)
         self.flip_test = flip_test
         self.warmup_epochs = warmup_epochs
+        self.precise_bn_batches = precise_bn_batches
         if self.loss_cfg.soft_sharing_layer:
             model.soft_sharing_pairs(self.loss_cfg.soft_sharing_layer)  # validate early
         self.epoch = 0
+
+    def test(self, *args, **kwargs):
+        """torchreid's test, after re-estimating MT BN statistics if ``precise_bn_batches``."""
+        if self.precise_bn_batches > 0:
+            recompute_main_task_bn_statistics(
+                self.unwrapped_model, self.train_loader, self.precise_bn_batches,
+                device="cuda" if self.use_gpu else "cpu")
+        return super().test(*args, **kwargs)
 
     def parse_priors(self, data):
         mask, roi = data.get("prior_mask"), data.get("prior_roi")
@@ -111,7 +130,8 @@ class MPNEngine(EngineMixin, compat.engine.Engine):
                                          if g is not None else h)
             terms["loss_tri"] = c.triplet_weight * cosine_batch_hard_triplet_loss(
                 feats, pids, c.triplet_margin)
-        if c.alignment_weight > 0 and c.alignment != "none" and h is not None and g is not None:
+        if (c.alignment_weight > 0 and c.alignment != "none" and h is not None and g is not None
+                and self.epoch >= c.alignment_start_epoch):
             terms["loss_cf"] = c.alignment_weight * self.alignment_loss(h, g, pids)
         if c.soft_sharing_layer and c.soft_sharing_weight > 0:
             terms["loss_soft"] = soft_sharing_penalty(

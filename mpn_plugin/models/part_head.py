@@ -108,9 +108,9 @@ class ConvBNReLU(nn.Module):
     BN layer and one ReLU layer")."""
 
     def __init__(self, num_parts: int, in_channels: int, out_channels: int,
-                 bn: Optional[nn.Module] = None):
+                 bn: Optional[nn.Module] = None, conv: Optional[GroupedLinear] = None):
         super().__init__()
-        self.conv = GroupedLinear(num_parts, in_channels, out_channels)
+        self.conv = conv if conv is not None else GroupedLinear(num_parts, in_channels, out_channels)
         self.bn = bn if bn is not None else GroupedBatchNorm(num_parts, out_channels)
 
     def forward(self, x: torch.Tensor, shared_input: bool = False) -> torch.Tensor:
@@ -197,6 +197,16 @@ class ChannelAttention(nn.Module):
         self.excite = GroupedLinear(num_parts, hidden, channels)
         self.excite_bn = GroupedBatchNorm(num_parts, channels)
 
+    def shared_copy(self, bn_sharing: str) -> "ChannelAttention":
+        """A CA for the other task: the same convs, BNs shared as ``bn_sharing`` says
+        (:func:`shared_batchnorm`)."""
+        copy = ChannelAttention.__new__(ChannelAttention)
+        nn.Module.__init__(copy)
+        copy.squeeze, copy.excite = self.squeeze, self.excite
+        copy.squeeze_bn = shared_batchnorm(self.squeeze_bn, bn_sharing)
+        copy.excite_bn = shared_batchnorm(self.excite_bn, bn_sharing)
+        return copy
+
     def forward(self, v: torch.Tensor) -> torch.Tensor:  # (B, K, D) -> (B, K, D)
         a = torch.relu(self.squeeze_bn(self.squeeze(v)))
         a = torch.sigmoid(self.excite_bn(self.excite(a)))
@@ -261,6 +271,10 @@ class PartHeads(nn.Module):
         return self._vector_stage(y.amax(dim=-1))
 
 
+#: how a hard-shared layer's BN is shared between MT and AT (``mpn.bn_sharing``)
+BN_SHARING = ("module", "affine", "none")
+
+
 @dataclass
 class SharingConfig:
     """Which layers the MT and AT of each part share (PSA, Table 1 columns C1-S, C2-S, CA).
@@ -269,13 +283,43 @@ class SharingConfig:
         conv1 (bool): share the first 1x1 conv (C1-S).
         conv2 (bool): share the second 1x1 conv (C2-S).
         attention (bool): share the CA module (MPN shares it).
-        batchnorm (bool): a shared conv also shares the BN after it (the authors' release: MT
-            and AT batch statistics mix in one BN); False keeps task-specific BN.
+        batchnorm (str): the BNs of shared layers (after a shared conv, inside a shared CA):
+
+            * ``module``: one BN module for both tasks (the authors' release). In training
+              each forward call normalises with its own batch statistics, but the running
+              statistics used at test time mix MT inputs (GMP over the whole F) and AT inputs
+              (strips of the masked, resized F), while only MT runs at test time.
+            * ``affine`` (default): shared BN parameters (gamma, beta), running statistics per
+              task.
+              Training is the same function as ``module``; at test time MT is normalised with
+              MT statistics only. The parameter count is that of ``module`` (Sec. 5.4.5: the
+              same parameters at training and test time, classifiers aside).
+            * ``none``: task-specific BN (own gamma, beta and statistics) after shared convs.
+
+            ``True``/``False`` are accepted for ``module``/``none``.
     """
     conv1: bool = True
     conv2: bool = True
     attention: bool = True
-    batchnorm: bool = True
+    batchnorm: str = "affine"
+
+    def __post_init__(self):
+        if isinstance(self.batchnorm, bool):
+            self.batchnorm = "module" if self.batchnorm else "none"
+        if self.batchnorm not in BN_SHARING:
+            raise ValueError(f"mpn.bn_sharing='{self.batchnorm}' is not one of {BN_SHARING}")
+
+
+def shared_batchnorm(bn: "GroupedBatchNorm", mode: str) -> "GroupedBatchNorm":
+    """The AT's BN for a layer whose conv is shared with the MT BN ``bn`` (see
+    :class:`SharingConfig`): ``bn`` itself (``module``), a BN holding the same gamma/beta
+    Parameters with its own running statistics (``affine``), or a new BN (``none``)."""
+    if mode == "module":
+        return bn
+    own = GroupedBatchNorm(bn.num_groups, bn.group_features)
+    if mode == "affine":
+        own.weight, own.bias = bn.weight, bn.bias
+    return own
 
 
 def build_task_heads(num_parts: int, in_channels: int, dim: int = 512, use_attention: bool = False,
@@ -289,19 +333,19 @@ def build_task_heads(num_parts: int, in_channels: int, dim: int = 512, use_atten
     """
     def conv(cin, cout, share_with=None, share=False):
         if share_with is not None and share:
-            bn = share_with.bn if sharing.batchnorm else GroupedBatchNorm(num_parts, cout)
+            bn = shared_batchnorm(share_with.bn, sharing.batchnorm)
             if bn is share_with.bn:
                 return share_with
-            layer = ConvBNReLU(num_parts, cin, cout, bn=bn)
-            layer.conv = share_with.conv
-            return layer
+            return ConvBNReLU(num_parts, cin, cout, bn=bn, conv=share_with.conv)
         return ConvBNReLU(num_parts, cin, cout)
 
     def attention(share_with=None, share=False):
         if not use_attention:
             return None
         if share_with is not None and share:
-            return share_with
+            if sharing.batchnorm == "module":
+                return share_with
+            return share_with.shared_copy(sharing.batchnorm)
         return ChannelAttention(num_parts, dim, attention_reduction)
 
     mt = None

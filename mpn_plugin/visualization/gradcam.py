@@ -34,9 +34,9 @@ def part_logits_fn(model: nn.Module) -> PartLogitsFn:
             A = model.backbone(x)
             if model.main_heads is not None:
                 f = model.main_heads.forward_whole(A)
-                return A, model.main_classifier(f).transpose(0, 1)
+                return A, model.main_logits(f)
             z = model.auxiliary_task(A)  # Baseline: ATs on uniform division
-            return A, model.auxiliary_classifier(z).transpose(0, 1)
+            return A, model.auxiliary_logits(z)
         return fn
     if hasattr(model, "parts_avgpool") and hasattr(model, "classifier"):  # torchreid PCB
         def fn(x):

@@ -1,0 +1,168 @@
+#!/usr/bin/env python
+"""How far the test-time BN statistics of MPN's heads are from the main task's own (Sec. 4).
+
+For each trained model (``NAME=CONFIG:CHECKPOINT``), on the query + gallery images of the
+config's first target dataset:
+
+* ``h`` in eval mode (running statistics, what evaluation uses) and ``h`` with the heads' BNs
+  normalising with the batch statistics of those MT inputs (all images in one batch, backbone in
+  eval mode): the Spearman rank correlation of their pairwise cosine distances (1 = the
+  running statistics rank like MT's own);
+* per BN of the test-time heads: the mean over channels of ``|running mean - MT mean| /
+  MT std`` and of ``|log(running var / MT var)|``;
+* Rank-1 / mAP with the running statistics and with statistics re-estimated from MT inputs
+  of training batches (``--precise-bn-batches``, the ``test.precise_bn_batches`` remedy).
+
+Examples::
+
+    python tools/check_bn_statistics.py \
+        --model MPN=configs/cuhk01/mpn_mobilenetv2.yaml:log/cuhk01/mpn/model/model.pth.tar-12 \
+        --out docs/bn_statistics.md
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import os.path as osp
+import sys
+
+import numpy as np
+import torch
+import torch.nn.functional as Fn
+from scipy.stats import spearmanr
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+from mpn_plugin import compat  # noqa: E402
+from mpn_plugin.config import imagedata_kwargs  # noqa: E402
+from mpn_plugin.data.prior_datasets import PriorOptions, register_prior_datasets  # noqa: E402
+from mpn_plugin.engine.bn_statistics import recompute_main_task_bn_statistics  # noqa: E402
+from mpn_plugin.evaluation import evaluate_features  # noqa: E402
+from mpn_plugin.train import load_model_spec  # noqa: E402
+
+
+def head_bns(model):
+    heads = model.test_time_modules()[1]
+    return [(name, m) for name, m in heads.named_modules()
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+
+
+@torch.no_grad()
+def batch_statistics_features(model, images):
+    """h with every test-time head BN normalising with the batch statistics of ``images``
+    (one batch), and those statistics per BN."""
+    m = copy.deepcopy(model).eval()
+    heads = m.test_time_modules()[1]
+    heads.fused_training = False          # plain BN modules, so the hooks see their inputs
+    stats = {}
+    hooks = []
+    for name, bn in head_bns(m):
+        bn.train()
+        bn.momentum = 0.0                  # keep the copy's running statistics as they are
+
+        def grab(module, inputs, name=name):
+            x = inputs[0].reshape(inputs[0].shape[0], module.num_features, -1)  # (B, C, L)
+            stats[name] = (x.mean((0, 2)), x.var((0, 2), unbiased=False))
+        hooks.append(bn.register_forward_pre_hook(grab))
+    F = m.backbone(images)
+    h = (m.main_task(F) if m.main_heads is not None else m.auxiliary_task(F)).flatten(1)
+    for hk in hooks:
+        hk.remove()
+    return h, stats
+
+
+def pairwise_cosine(x):
+    x = Fn.normalize(x, dim=1)
+    d = 1 - x @ x.t()
+    iu = np.triu_indices(len(x), 1)
+    return d.numpy()[iu]
+
+
+def collect(loader):
+    imgs, pids, cams = [], [], []
+    for d in loader:
+        imgs.append(d["img"])
+        pids.append(d["pid"].numpy())
+        cams.append(d["camid"].numpy())
+    return torch.cat(imgs), np.concatenate(pids), np.concatenate(cams)
+
+
+@torch.no_grad()
+def evaluate(model, q, g):
+    model.eval()
+    qf, gf = model(q[0]), model(g[0])
+    cmc, mAP = evaluate_features(qf, gf, q[1], g[1], q[2], g[2], "cosine", 50)
+    return float(cmc[0]), float(mAP)
+
+
+def check(name, model, cfg, precise_bn_batches):
+    register_prior_datasets(PriorOptions.from_cfg(cfg, enabled=False))
+    dm = compat.data.ImageDataManager(**dict(imagedata_kwargs(cfg, False),
+                                             train_sampler="RandomSampler"))
+    target = cfg.data.targets[0]
+    q, g = collect(dm.test_loader[target]["query"]), collect(dm.test_loader[target]["gallery"])
+    images = torch.cat([q[0], g[0]])
+    with torch.no_grad():
+        h_eval = model.eval()(images)
+    h_batch, stats = batch_statistics_features(model, images)
+    rho = spearmanr(pairwise_cosine(h_eval), pairwise_cosine(h_batch)).statistic
+    layers = []
+    for lname, bn in head_bns(model):
+        mu, var = stats[lname]
+        shift = ((bn.running_mean - mu).abs() / (var + bn.eps).sqrt()).mean().item()
+        ratio = (bn.running_var + bn.eps).log().sub((var + bn.eps).log()).abs().mean().item()
+        layers.append((lname, shift, ratio))
+    r1, mAP = evaluate(model, q, g)
+    row = dict(name=name, rho=rho, rank1=r1, mAP=mAP, layers=layers)
+    if precise_bn_batches:
+        m = copy.deepcopy(model)
+        recompute_main_task_bn_statistics(m, dm.train_loader, precise_bn_batches)
+        row["precise"] = evaluate(m, q, g)
+        with torch.no_grad():
+            h_p = m.eval()(images)
+        row["rho_precise"] = spearmanr(pairwise_cosine(h_p), pairwise_cosine(h_batch)).statistic
+    return row
+
+
+def markdown(rows, precise_bn_batches):
+    out = ["| model | Spearman(eval, MT batch stats) | Rank-1 / mAP (running stats) |"
+           + (f" Spearman after precise BN | Rank-1 / mAP (MT stats from {precise_bn_batches} "
+              "train batches) |" if precise_bn_batches else ""),
+           "|---|---|---|" + ("---|---|" if precise_bn_batches else "")]
+    for r in rows:
+        line = f"| {r['name']} | {r['rho']:.3f} | {100 * r['rank1']:.1f} / {100 * r['mAP']:.1f} |"
+        if precise_bn_batches:
+            p = r["precise"]
+            line += f" {r['rho_precise']:.3f} | {100 * p[0]:.1f} / {100 * p[1]:.1f} |"
+        out.append(line)
+    out += ["", "Per BN of the test-time heads: mean over channels of |running mean - MT mean| / "
+            "MT std, and |log(running var / MT var)|:", "",
+            "| model | " + " | ".join(l[0] for l in rows[0]["layers"]) + " |",
+            "|---|" + "---|" * len(rows[0]["layers"])]
+    for r in rows:
+        out.append(f"| {r['name']} | " + " | ".join(f"{s:.2f} / {v:.2f}" for _, s, v in r["layers"])
+                   + " |")
+    return "\n".join(out) + "\n"
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", action="append", required=True, help="NAME=CONFIG:CHECKPOINT")
+    p.add_argument("--root", default="")
+    p.add_argument("--precise-bn-batches", type=int, default=50)
+    p.add_argument("--out", default="", help="write the Markdown table here too")
+    p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides for every model")
+    a = p.parse_args(argv)
+    torch.manual_seed(0)
+    rows = [check(*load_model_spec(s, a.root, a.opts), a.precise_bn_batches) for s in a.model]
+    text = markdown(rows, a.precise_bn_batches)
+    print(text)
+    if a.out:
+        with open(a.out, "w") as f:
+            f.write(text)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
