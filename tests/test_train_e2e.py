@@ -23,17 +23,30 @@ def loss_values(save_dir):
     return [float(v) for v in re.findall(r"loss_id_mt [\d.]+ \(([\d.]+)\)", log)]
 
 
+def run_in_subprocess(root, save_dir, *opts):
+    """tools/train.py in a fresh process (state left by other tests cannot leak in)."""
+    import subprocess
+    import sys
+    tool = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), "tools", "train.py")
+    subprocess.run([sys.executable, tool, "--config-file", "configs/mpn_synthetic.yaml",
+                    "--root", root, *FAST, "data.save_dir", str(save_dir), *opts], check=True,
+                   cwd=osp.dirname(osp.dirname(tool)), capture_output=True)
+    return json.load(open(osp.join(save_dir, "results.json")))
+
+
 @pytest.mark.slow
 def test_mpn_learns_and_beats_untrained(tiny_root, tmp_path):
-    untrained = run(tiny_root, tmp_path / "untrained", "test.evaluate", "True")
-    trained = run(tiny_root, tmp_path / "trained", "train.max_epoch", "12", "train.print_freq", "4")
+    untrained = run_in_subprocess(tiny_root, tmp_path / "untrained", "test.evaluate", "True")
+    trained = run_in_subprocess(tiny_root, tmp_path / "trained", "train.max_epoch", "12",
+                                "train.print_freq", "4")
     u = untrained["results"]["synthetic_pedestrians"]
     t = trained["results"]["synthetic_pedestrians"]
     losses = loss_values(str(tmp_path / "trained"))
     assert losses[-1] < losses[0] - 1.0, losses          # the ID loss falls
-    assert t["mAP"] > u["mAP"] and t["rank1"] >= u["rank1"], (u, t)
-    saved = json.load(open(tmp_path / "trained" / "results.json"))
-    assert saved["results"]["synthetic_pedestrians"]["rank1"] == pytest.approx(t["rank1"])
+    # mAP only: Rank-1 over this split's 29 queries moves in steps of 3.4%, and CPU training
+    # of MPN is not bit-reproducible from run to run (trained mAP 13.5-19.8 vs 9.8 untrained)
+    assert t["mAP"] > u["mAP"] + 0.02, (u, t)
+    assert trained["loss_history"] and "loss_id_mt" in trained["loss_history"][-1]
 
 
 def test_checkpoint_save_and_resume(tiny_root, tmp_path):
