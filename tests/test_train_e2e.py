@@ -1,6 +1,7 @@
 """End to end through tools/train.py's main(): MPN learns on a tiny synthetic set, checkpoints
 resume, baselines run through the same tool, bad input fails clearly."""
 import json
+import os
 import os.path as osp
 
 import pytest
@@ -34,18 +35,43 @@ def run_in_subprocess(root, save_dir, *opts):
     return json.load(open(osp.join(save_dir, "results.json")))
 
 
+def training_identities_as_test_split(tiny_root, dest):
+    """A copy of the tiny root whose query/gallery are the TRAINING images: per identity and
+    camera the first image is a query, the others are the gallery. Retrieval among the
+    identities a model was trained on measures that it learned, through the test-time feature
+    path (eval mode, MT features, Eq. 11), without the noise of generalising from 16 training
+    identities to 10 unseen ones (that is the demo's and the benchmarks' job)."""
+    import shutil
+    src = osp.join(tiny_root, "synthetic_pedestrians")
+    out = osp.join(str(dest), "synthetic_pedestrians")
+    shutil.copytree(src, out, ignore=shutil.ignore_patterns("query", "bounding_box_test"))
+    os.makedirs(osp.join(out, "query"))
+    os.makedirs(osp.join(out, "bounding_box_test"))
+    seen = set()
+    for name in sorted(os.listdir(osp.join(src, "bounding_box_train"))):
+        key = name.split("s1_")[0]                    # "PPPP_cC": identity and camera
+        folder = "bounding_box_test" if key in seen else "query"
+        seen.add(key)
+        shutil.copy(osp.join(src, "bounding_box_train", name), osp.join(out, folder, name))
+    return str(dest)
+
+
 @pytest.mark.slow
 def test_mpn_learns_and_beats_untrained(tiny_root, tmp_path):
-    untrained = run_in_subprocess(tiny_root, tmp_path / "untrained", "test.evaluate", "True")
-    trained = run_in_subprocess(tiny_root, tmp_path / "trained", "train.max_epoch", "12",
+    root = training_identities_as_test_split(tiny_root, tmp_path / "root")
+    untrained = run_in_subprocess(root, tmp_path / "untrained", "test.evaluate", "True")
+    trained = run_in_subprocess(root, tmp_path / "trained", "train.max_epoch", "12",
                                 "train.print_freq", "4")
     u = untrained["results"]["synthetic_pedestrians"]
     t = trained["results"]["synthetic_pedestrians"]
     losses = loss_values(str(tmp_path / "trained"))
     assert losses[-1] < losses[0] - 1.0, losses          # the ID loss falls
-    # mAP only: Rank-1 over this split's 29 queries moves in steps of 3.4%, and CPU training
-    # of MPN is not bit-reproducible from run to run (trained mAP 13.5-19.8 vs 9.8 untrained)
-    assert t["mAP"] > u["mAP"] + 0.02, (u, t)
+    # Retrieval among the 16 training identities (48 queries, chance Rank-1 1/16). CPU training
+    # of MPN is not bit-reproducible with several threads (float summation order) and chaotic on
+    # this tiny set: over repeated runs the test-split mAP of 10 unseen identities ranged from
+    # 9.9 (= untrained) to 19.8, so it says nothing; here trained runs gave mAP 26.3-56.4 against
+    # 8.3-10.6 untrained (Rank-1 16.7-47.9 against 0.0-6.2).
+    assert t["mAP"] > u["mAP"] + 0.08 and t["rank1"] > u["rank1"], (u, t)
     assert trained["loss_history"] and "loss_id_mt" in trained["loss_history"][-1]
 
 
