@@ -65,11 +65,15 @@ def get_default_config() -> CN:
     cfg.train.start_epoch = 0
     cfg.train.batch_size = 48
     cfg.train.fixbase_epoch = 0
-    cfg.train.open_layers = ["main_heads", "auxiliary_heads", "main_classifier",
-                             "auxiliary_classifier", "main_neck", "auxiliary_neck"]
+    # the randomly initialised top-level children of MPN (heads, classifiers, necks, MPN*'s
+    # RGA-S): trained during fixbase_epoch, full lr under staged_lr (the trunk: base_lr_mult)
+    cfg.train.open_layers = ["backbone_attention", "main_heads", "auxiliary_heads",
+                             "main_classifier", "auxiliary_classifier", "main_neck",
+                             "auxiliary_neck"]
     cfg.train.staged_lr = False
-    cfg.train.new_layers = ["main_heads", "auxiliary_heads", "main_classifier",
-                            "auxiliary_classifier", "main_neck", "auxiliary_neck"]
+    cfg.train.new_layers = ["backbone_attention", "main_heads", "auxiliary_heads",
+                            "main_classifier", "auxiliary_classifier", "main_neck",
+                            "auxiliary_neck"]
     cfg.train.base_lr_mult = 1.0
     cfg.train.lr_scheduler = "single_step"
     cfg.train.stepsize = [20]
@@ -113,8 +117,23 @@ def get_default_config() -> CN:
     cfg.test.flip = False               # add features of the flipped image (authors' release)
     cfg.test.amp = False                # mixed-precision feature extraction (bf16 CPU, fp16 CUDA)
     cfg.test.precise_bn_batches = 0     # MPN: re-estimate MT BN statistics before testing (0 = off)
+    cfg.test.multi_query = "none"       # Market-1501 multi-query (Table 5): none | mean | max
 
     add_mpn_config(cfg)
+    return cfg
+
+
+def check_config(cfg: CN) -> CN:
+    """Value checks that yacs (keys and types only) cannot do.
+
+    Raises:
+        ValueError: ``test.multi_query`` is not ``none``, ``mean`` or ``max``.
+    """
+    from .evaluation.multi_query import POOLINGS
+    if cfg.test.multi_query not in POOLINGS:
+        raise ValueError(f"test.multi_query must be one of {', '.join(POOLINGS)} (pooling of the "
+                         f"Market-1501 gt_bbox/ features of each query's identity and camera), "
+                         f"got '{cfg.test.multi_query}'")
     return cfg
 
 
@@ -173,6 +192,7 @@ def add_mpn_config(cfg: CN) -> CN:
     cfg.mpn.init_weights = ""          # IDE checkpoint (Sec. 5.1) for the backbone
     cfg.mpn.classifier_init_std = 0.001  # N(0, std) init of the part classifiers (release: 0.001)
     cfg.mpn.classifier_neck = "none"     # none (Eq. 1) | bn: W_k BN(f_k) (BNNeck; h unchanged)
+    cfg.mpn.backbone_attention = "none"  # none | rga_s: RGA-S after each stage (MPN*, Sec. 5.4.1)
 
     # losses (Eq. 1, 3, 8, 10; Tables 3-4; Fig. 10)
     cfg.mpn.loss = CN()
@@ -208,7 +228,8 @@ def mpn_model_kwargs(cfg: CN) -> dict:
         sharing=SharingConfig(conv1=m.share_conv1, conv2=m.share_conv2,
                               attention=m.share_attention, batchnorm=m.bn_sharing),
         prior_variant=m.prior_variant, backbone_weights=m.backbone_weights,
-        classifier_init_std=m.classifier_init_std, classifier_neck=m.classifier_neck)
+        classifier_init_std=m.classifier_init_std, classifier_neck=m.classifier_neck,
+        backbone_attention=m.backbone_attention)
 
 
 def imagedata_kwargs(cfg: CN, use_gpu: bool) -> dict:

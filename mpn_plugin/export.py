@@ -50,6 +50,7 @@ class InferenceModel(nn.Module):
         self.flip = flip
         if isinstance(model, MPN):
             self.backbone = model.backbone
+            self.backbone_attention = model.backbone_attention     # MPN*'s RGA-S, or None
             self.uses_main = model.main_heads is not None
             self.heads = model.main_heads if self.uses_main else model.auxiliary_heads
             self.num_parts = model.num_parts
@@ -60,7 +61,7 @@ class InferenceModel(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         if self.model is not None:
             return self.model(x)
-        feature_map = self.backbone(x)
+        feature_map = self.backbone(x, self.backbone_attention)
         if self.uses_main:
             return self.heads.forward_whole(feature_map).flatten(1)            # h, Eq. 2
         parts = part_feature_maps(feature_map, self.num_parts, variant="uniform")

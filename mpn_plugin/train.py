@@ -18,7 +18,7 @@ from typing import List, Optional
 import torch
 
 from . import compat, distributed
-from .config import (engine_run_kwargs, get_default_config, imagedata_kwargs,
+from .config import (check_config, engine_run_kwargs, get_default_config, imagedata_kwargs,
                      lr_scheduler_kwargs, merge_config_file, mpn_model_kwargs,
                      optimizer_kwargs)
 from .data.sampler_check import identity_sampler_warning
@@ -52,6 +52,7 @@ def setup_cfg(args: argparse.Namespace):
         cfg.data.targets = args.targets
     if args.opts:
         cfg.merge_from_list(args.opts)
+    check_config(cfg)
     cfg.freeze()
     return cfg
 
@@ -62,9 +63,11 @@ def is_mpn_model(name: str) -> bool:
 
 def mpn_kwargs_for(cfg) -> dict:
     """MPNConfig fields of ``cfg.model.name``: ``cfg.mpn``, with the fields that the named
-    preset fixes (e.g. ``mpn_baseline``: tasks=at_only; ``*_mobilenetv2``: the backbone)."""
+    preset fixes (e.g. ``mpn_baseline``: tasks=at_only; ``*_mobilenetv2``: the backbone), and
+    the input size (``data.height``, ``data.width``: MPN*'s RGA-S modules are built for it)."""
     variant, backbone = MODEL_NAMES[cfg.model.name]
     kwargs = mpn_model_kwargs(cfg)
+    kwargs["input_size"] = (cfg.data.height, cfg.data.width)
     kwargs.update(VARIANTS[variant] if variant != "mpn" else {})
     if backbone:
         kwargs["backbone"] = backbone
@@ -174,6 +177,36 @@ def load_model_spec(spec: str, root: str = "", opts=()):
     return name, model, cfg
 
 
+def build_optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
+    """torchreid's ``build_optimizer`` with ``cfg.train``/``cfg.sgd``/``cfg.adam``, each
+    parameter in exactly one group.
+
+    With ``train.staged_lr``, torchreid collects the parameters of each top-level child, so a
+    parameter shared by two children (PSA, Sec. 3.3: the 1x1 convs, CA and their BN affine
+    parameters, shared by ``main_heads`` and ``auxiliary_heads``) is listed twice in the
+    heads' group, and ``optimizer.step()`` then applies its update twice (twice the lr, and the
+    momentum buffer advanced twice). The duplicates are removed here; each shared parameter
+    already receives the gradients of both tasks through autograd.
+
+    Examples::
+
+        >>> optimizer = build_optimizer(model, cfg)
+    """
+    import warnings
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*duplicate parameters.*")
+        optimizer = compat.optim.build_optimizer(model, **optimizer_kwargs(cfg))
+    seen = set()
+    for group in optimizer.param_groups:
+        unique = []
+        for p in group["params"]:
+            if id(p) not in seen:
+                seen.add(id(p))
+                unique.append(p)
+        group["params"] = unique
+    return optimizer
+
+
 def main(argv: Optional[List[str]] = None) -> dict:
     """Run training and/or evaluation; returns the final results per target dataset."""
     args = build_parser().parse_args(argv)
@@ -244,6 +277,10 @@ def _run(cfg, dist_info=None) -> dict:
                                            cfg.sampler.num_instances)
         if warning:
             print(f"WARNING: {warning}")
+    if cfg.test.multi_query != "none":   # fail before training, not at the first evaluation
+        from .evaluation.multi_query import gt_bbox_dir
+        for name in cfg.data.targets:
+            gt_bbox_dir(datamanager.test_loader[name]["query"].dataset, cfg.test.multi_query, name)
 
     model = build_model_from_cfg(cfg, datamanager.num_train_pids)
     num_params, flops = compat.utils.compute_model_complexity(
@@ -254,7 +291,7 @@ def _run(cfg, dist_info=None) -> dict:
     if use_gpu:
         model = model.cuda(dist_info[2] if dist_info else None)
 
-    optimizer = compat.optim.build_optimizer(model, **optimizer_kwargs(cfg))
+    optimizer = build_optimizer(model, cfg)
     scheduler = compat.optim.build_lr_scheduler(optimizer, **lr_scheduler_kwargs(cfg))
     run_kwargs = engine_run_kwargs(cfg)
     if cfg.model.resume:
@@ -263,6 +300,7 @@ def _run(cfg, dist_info=None) -> dict:
 
     print(f"Building {cfg.engine.name}-engine for image-reid")
     engine = build_engine(cfg, datamanager, model, optimizer, scheduler, use_gpu=use_gpu)
+    engine.multi_query = cfg.test.multi_query
     if dist_info:
         # checkpoints and evaluation use the unwrapped model; the training step uses DDP
         rank, world, local_rank = dist_info

@@ -1,6 +1,8 @@
 """The smallest folders torchreid's own parsers accept, for Market-1501, DukeMTMC-reID,
 CUHK03 (767/700 split files) and MSMT17, and a manifest of own crops (custom_crops); tiny
-images, 4 identities x 2 cameras x 2 images."""
+images, 4 identities x 2 cameras x 2 images. Also the occluded / partial benchmarks in their
+exact layouts (mpn_plugin/data/occluded_datasets.py): Occluded_Duke, Occluded_REID,
+Partial_REID."""
 import json
 import os
 import os.path as osp
@@ -26,9 +28,36 @@ def market_like(base):
                     _img(osp.join(base, split, f"{pid:04d}_c{cam}s1_{k:06d}_00.jpg"))
 
 
+def occluded_duke_like(base):
+    """DukeMTMC-reID names (``0001_c2_f0046182.jpg``): train pids 1-4, test pids 5-8, one
+    query per pid (camera 1), gallery 2 cameras x 2."""
+    for split, pids in (("bounding_box_train", range(1, 5)), ("query", range(5, 9)),
+                        ("bounding_box_test", range(5, 9))):
+        for pid in pids:
+            for cam in ((1, 2) if split != "query" else (1,)):
+                for k in range(2 if split != "query" else 1):
+                    _img(osp.join(base, split, f"{pid:04d}_c{cam}_f{46182 + 10 * k + cam:07d}.jpg"))
+
+
+def query_gallery_like(base, query, gallery, ext, per_id_folder, pids=(1, 2, 3, 5), n=2):
+    """Test-only benchmarks: ``<query>/`` and ``<gallery>/`` with ``n`` images of each pid
+    (``<pid>_<k>.<ext>``, 3-digit pids), flat or in one folder per pid."""
+    for split in (query, gallery):
+        for pid in pids:
+            for k in range(1, n + 1):
+                sub = f"{pid:03d}" if per_id_folder else ""
+                _img(osp.join(base, split, sub, f"{pid:03d}_{k:02d}{ext}"))
+
+
 def make_all(root):
     market_like(osp.join(root, "market1501", "Market-1501-v15.09.15"))
     market_like(osp.join(root, "dukemtmc-reid", "DukeMTMC-reID"))
+    occluded_duke_like(osp.join(root, "Occluded_Duke"))
+    query_gallery_like(osp.join(root, "Occluded_REID"), "occluded_body_images",
+                       "whole_body_images", ".tif", per_id_folder=True)
+    pr = osp.join(root, "Partial_REID")
+    query_gallery_like(pr, "partial_body_images", "whole_body_images", ".jpg", per_id_folder=False)
+    _img(osp.join(pr, "occluded_body_images", "001_01.jpg"))  # in the release, not read
     # MSMT17: lists of "<pid>/<pid>_<idx>_<cam>_..jpg pid"
     m = osp.join(root, "msmt17", "MSMT17_V1")
     lists = {"list_train.txt": ("train", range(0, 4)), "list_val.txt": ("train", range(0, 4)),

@@ -89,3 +89,26 @@ def test_mixed_precision_step_and_features():
     low = engine.extract_features(b["img"])
     assert low.dtype == torch.float32
     assert torch.nn.functional.cosine_similarity(ref, low).min() > 0.99
+
+
+def test_staged_lr_optimizer_steps_each_shared_parameter_once():
+    """PSA shares the heads' 1x1 convs and CA between MT and AT (Sec. 3.3): with staged_lr,
+    torchreid lists a shared parameter once per child; build_optimizer keeps it once, so one
+    SGD step moves it by exactly lr * grad (not twice that)."""
+    from mpn_plugin.config import get_default_config
+    from mpn_plugin.train import build_optimizer
+    model = build_mpn(10, backbone="resnet18", dim=32)
+    cfg = get_default_config()
+    cfg.train.optim, cfg.train.lr, cfg.train.weight_decay = "sgd", 0.1, 0.0
+    cfg.sgd.momentum = 0.0
+    cfg.train.staged_lr, cfg.train.base_lr_mult = True, 0.1
+    optimizer = build_optimizer(model, cfg)
+    listed = [p for g in optimizer.param_groups for p in g["params"]]
+    assert len(listed) == len({id(p) for p in listed}) == len(list(model.parameters()))
+    shared = model.main_heads.parameters().__next__()
+    assert any(shared is p for p in model.auxiliary_heads.parameters())  # really shared
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    before = shared.detach().clone()
+    optimizer.step()
+    assert torch.allclose(before - shared.detach(), torch.full_like(before, 0.1))

@@ -12,7 +12,7 @@ from PIL import Image
 
 from mpn_plugin import compat
 from mpn_plugin.data import joint_transforms as jt
-from mpn_plugin.data.joint_transforms import (JointTransform, offline_translation_offsets,
+from mpn_plugin.data.joint_transforms import (JointTransform, offline_translation_shifts,
                                               register_joint_op, register_photometric,
                                               translate_pair)
 
@@ -376,15 +376,16 @@ def test_translate_pair_keeps_rectangle_aligned():
         translate_pair(img, mask, 1, 0, fill="zero")
 
 
-def test_offline_translation_offsets():
-    offs = offline_translation_offsets(5, (0.1, 0.2), seed=0)
-    assert len(offs) == 5 and offs[0] == (0.0, 0.0)
-    assert all(abs(dy) <= 0.1 and abs(dx) <= 0.2 for dy, dx in offs)
-    assert all(dy != 0 and dx != 0 for dy, dx in offs[1:])
-    assert max(abs(dx) for _, dx in offs) > 0.1  # the second entry is the x (width) shift
-    assert offs == offline_translation_offsets(5, (0.1, 0.2), seed=0)
-    assert offs != offline_translation_offsets(5, (0.1, 0.2), seed=1)
-    assert offline_translation_offsets(3, (0.0, 0.0), seed=4) == [(0.0, 0.0)] * 3
-    assert offline_translation_offsets(1) == [(0.0, 0.0)]
-    with pytest.raises(ValueError, match="n_copies"):
-        offline_translation_offsets(0)
+def test_offline_translation_shifts():
+    shifts = offline_translation_shifts([f"{i}.jpg" for i in range(4)], 5, (0.1, 0.2), seed=0)
+    per_copy = shifts.reshape(5, 4, 2)
+    assert (per_copy[0] == 0).all()                       # copy 0 is the original
+    assert (np.abs(per_copy[..., 0]) <= 0.1).all() and (np.abs(per_copy[..., 1]) <= 0.2).all()
+    assert np.abs(per_copy[..., 1]).max() > 0.1           # column 1 is the x (width) shift
+    assert (per_copy[1:] != 0).all()
+    assert len({tuple(s) for s in per_copy[1]}) == 4      # one shift per image within a copy
+    assert np.array_equal(shifts, offline_translation_shifts(
+        [f"{i}.jpg" for i in range(4)], 5, (0.1, 0.2), seed=0))
+    assert (offline_translation_shifts(["a.jpg"], 3, (0.0, 0.0), seed=4) == 0).all()
+    with pytest.raises(ValueError, match="max_shift"):
+        offline_translation_shifts(["a.jpg"], 2, (-0.1, 0.1))

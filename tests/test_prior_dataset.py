@@ -12,8 +12,7 @@ from PIL import Image
 
 from mpn_plugin import compat
 from mpn_plugin.data import PriorOptions, register_prior_datasets
-from mpn_plugin.data.joint_transforms import (JointTransform, offline_translation_offsets,
-                                              translate_pair)
+from mpn_plugin.data.joint_transforms import JointTransform, translate_pair
 
 
 @pytest.fixture
@@ -128,12 +127,47 @@ def test_unknown_transform_is_named():
 
 
 def test_offline_translation_enlarges_train_set(tiny_root, registered):
-    assert offline_translation_offsets(5, (0.1, 0.1), 0)[0] == (0.0, 0.0)
-    assert offline_translation_offsets(5, seed=1) == offline_translation_offsets(5, seed=1)
     register_prior_datasets(PriorOptions(offline_translation_copies=5))
     dm = datamanager(tiny_root)
     assert len(dm.train_loader.dataset) == 5 * 16 * 8
     assert next(iter(dm.train_loader))["prior_mask"].shape == (8, 8, 4)
+
+
+def _translated_train_set(root, seed, copies=5):
+    register_prior_datasets(PriorOptions(offline_translation_copies=copies, seed=seed))
+    return compat.data.datasets.init_image_dataset("synthetic_pedestrians", root=root,
+                                                   mode="train", transform=None, verbose=False)
+
+
+def test_offline_translation_shift_is_drawn_per_image_and_copy(tiny_root, registered):
+    """[53]: each translated image has its own shift (not one (dy, dx) per copy)."""
+    ds = _translated_train_set(tiny_root, seed=0)
+    n = 16 * 8
+    shifts = np.array([ds.translation_of(i) for i in range(5 * n)]).reshape(5, n, 2)
+    assert (shifts[0] == 0).all()                                 # copy 0: the originals
+    for c in range(1, 5):
+        assert len(np.unique(shifts[c], axis=0)) == n             # all differ within a copy
+        assert (np.abs(shifts[c]) <= 0.1).all() and np.abs(shifts[c]).max() > 0.05
+    assert not np.isclose(shifts[1], shifts[2]).all(axis=1).any()  # and across copies
+    # every copy holds the same images, in the same order
+    assert [p for p, *_ in ds.data[:n]] * 5 == [p for p, *_ in ds.data]
+
+
+def test_offline_translation_shifts_are_deterministic_by_seed(tiny_root, registered):
+    from mpn_plugin.data.joint_transforms import offline_translation_shifts
+
+    def table(ds):
+        return {(ds.data[i][0], i // (16 * 8)): ds.translation_of(i) for i in range(len(ds.data))}
+    a = table(_translated_train_set(tiny_root, seed=3))
+    assert a == table(_translated_train_set(tiny_root, seed=3))
+    assert a != table(_translated_train_set(tiny_root, seed=4))
+    # the draw follows the sorted paths: the order of the list does not matter
+    paths = [f"{i:04d}.jpg" for i in range(20)]
+    s = offline_translation_shifts(paths, 3, (0.1, 0.2), seed=1).reshape(3, 20, 2)
+    r = offline_translation_shifts(paths[::-1], 3, (0.1, 0.2), seed=1).reshape(3, 20, 2)
+    assert np.array_equal(s, r[:, ::-1])
+    with pytest.raises(ValueError, match="n_copies"):
+        offline_translation_shifts(paths, 0)
 
 
 def test_image_without_prior_errors_or_falls_back(tiny_root, tmp_path, registered):
@@ -181,3 +215,24 @@ def test_multi_source_training_keeps_priors(tiny_root, tmp_path, registered):
     assert batch["prior_mask"].shape == (8, 8, 4)
     paths = {osp.basename(osp.dirname(osp.dirname(p))) for p in batch["impath"]}
     assert paths <= {"synthetic_pedestrians", "synthetic_copy"}
+
+
+def test_multi_source_training_keeps_each_images_offline_translation(tiny_root, tmp_path,
+                                                                     registered):
+    import shutil
+    from mpn_plugin.data.prior_datasets import prior_aware
+    market = compat.submodule("data.datasets.image.market1501").Market1501
+    for name in ("synthetic_pedestrians", "synthetic_copy"):
+        shutil.copytree(osp.join(tiny_root, "synthetic_pedestrians"), tmp_path / name,
+                        ignore=shutil.ignore_patterns("maps"))
+    register_prior_datasets(PriorOptions(offline_translation_copies=2))
+    copy = prior_aware(market, "synthetic_copy", "synthetic_copy")
+    copy.prior_options = PriorOptions(offline_translation_copies=2)
+    compat.register_image_dataset("synthetic_copy", copy, overwrite=True)
+    sources = [compat.data.datasets.init_image_dataset(name, root=str(tmp_path), mode="train",
+                                                       transform=None, verbose=False)
+               for name in ("synthetic_pedestrians", "synthetic_copy")]
+    combined = sources[0] + sources[1]
+    want = [s.translation_of(i) for s in sources for i in range(len(s.train))]
+    assert [combined.translation_of(i) for i in range(len(combined.train))] == want
+    assert len(want) == 2 * 2 * 16 * 8 and len(set(want)) > 16 * 8

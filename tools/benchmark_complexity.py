@@ -40,18 +40,19 @@ from mpn_plugin import compat  # noqa: E402
 from mpn_plugin.engine.mixins import amp_dtype  # noqa: E402
 from mpn_plugin.losses import (class_wise_alignment_loss, cosine_batch_hard_triplet_loss,  # noqa: E402
                                part_id_loss)
-from mpn_plugin.models import MPN, count_parameters  # noqa: E402
+from mpn_plugin.models import MODEL_NAMES, MPN, build_mpn, count_parameters  # noqa: E402
 
-MODELS = ("mpn_o", "mpn", "mpn_baseline", "pcb_p6", "resnet50", "osnet_x1_0",
+MODELS = ("mpn_o", "mpn", "mpn_star", "mpn_baseline", "pcb_p6", "resnet50", "osnet_x1_0",
           # the CPU-friendly trunk whose ImageNet weights install offline (stride 16)
           "mpn_o_mobilenetv2", "mpn_mobilenetv2", "mpn_baseline_mobilenetv2", "ide_mobilenetv2")
 NUM_CLASSES = 751
 
 
-def build(name):
-    loss = "triplet" if name.startswith("mpn") else "softmax"
-    return compat.models.build_model(name, num_classes=NUM_CLASSES, loss=loss, pretrained=False,
-                                     use_gpu=False)
+def build(name, input_size):
+    if name in MODEL_NAMES:        # MPN family: built for the benchmark's input (MPN*'s RGA-S)
+        return build_mpn(NUM_CLASSES, loss="triplet", variant=name, input_size=input_size)
+    return compat.models.build_model(name, num_classes=NUM_CLASSES, loss="softmax",
+                                     pretrained=False, use_gpu=False)
 
 
 def classifier_params(model):
@@ -129,7 +130,7 @@ def main(argv=None):
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     torch.manual_seed(0)
-    models = {n: build(n).to(device) for n in a.models}
+    models = {n: build(n, (a.height, a.width)).to(device) for n in a.models}
     fs = (a.height // 16, a.width // 16)
     x, pids, mask, roi = batch(a.batch, a.height, a.width, device, fs)
     opt = {n: torch.optim.SGD(m.parameters(), lr=1e-4, momentum=0.9) for n, m in models.items()}

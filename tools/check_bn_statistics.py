@@ -64,7 +64,7 @@ def batch_statistics_features(model, images):
             x = inputs[0].reshape(inputs[0].shape[0], module.num_features, -1)  # (B, C, L)
             stats[name] = (x.mean((0, 2)), x.var((0, 2), unbiased=False))
         hooks.append(bn.register_forward_pre_hook(grab))
-    F = m.backbone(images)
+    F = m.backbone(images, m.backbone_attention)
     h = (m.main_task(F) if m.main_heads is not None else m.auxiliary_task(F)).flatten(1)
     for hk in hooks:
         hk.remove()

