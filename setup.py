@@ -18,6 +18,7 @@ INSTALL_REQUIRES = [
     "tqdm",
     "Pillow",
     "matplotlib",
+    "faiss-cpu",  # gallery search (mpn_plugin.inference.gallery_index)
 ]
 
 EXTRAS = {

@@ -9,7 +9,11 @@
     under ``weights_only=True`` (torch >= 2.6). :func:`save_checkpoint` writes plain Python
     numbers; :func:`load_checkpoint` always uses ``weights_only=True`` and allow-lists only the
     numpy scalar types so checkpoints written by torchreid itself load too.
+    Checkpoints are written atomically (temporary file + rename, :func:`save_atomically`), and
+    a truncated or refused file raises an error naming it.
   - ``Engine.save_model`` crashes when ``scheduler=None``: :class:`SafeCheckpointMixin`.
+  - ``utils.read_image`` retries an unreadable image forever (training hangs):
+    :func:`read_image` raises at the first failure, naming the file.
   - ``models.__model_factory`` is a module-level dict with no register function:
     :func:`register_model`.
 
@@ -25,6 +29,8 @@ from __future__ import annotations
 import importlib
 import os
 import os.path as osp
+import pickle
+import re
 import shutil
 import warnings
 from collections import OrderedDict
@@ -32,6 +38,8 @@ from typing import Any, Callable, Dict, Optional
 
 import numpy as np
 import torch
+
+from .file_io import save_atomically  # noqa: F401  (re-exported: compat.save_atomically)
 
 # torchreid's rank module warns at every import when its Cython extension is absent (always the
 # case for the PyPI package). mpn_plugin.evaluation provides the fast vectorised replacement.
@@ -110,6 +118,68 @@ def register_image_dataset(name: str, cls, overwrite: bool = False) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# Images
+# ---------------------------------------------------------------------------------------------
+class UnreadableImageError(OSError):
+    """An image file that cannot be read (missing, truncated, empty, not an image).
+
+    Attributes:
+        path (str): the file (None for an error about several files).
+        reason (str): why it cannot be read.
+    """
+
+    def __init__(self, message: str, path: Optional[str] = None, reason: Optional[str] = None):
+        super().__init__(message)
+        self.path, self.reason = path, reason
+
+
+READ_IMAGE_FIX = ("Replace or delete it, or set data.corrupt_images skip to leave such files out "
+                  "(they are listed in save_dir/skipped_images.txt)")
+
+
+def read_image(path: str, fix: str = READ_IMAGE_FIX):
+    """torchreid's ``read_image`` (PIL, RGB) without its endless retry loop.
+
+    torchreid's version catches ``IOError`` and tries again forever, so one truncated or
+    non-image file hangs training (with any number of data workers); here the first failure
+    raises, naming the file.
+
+    Args:
+        path (str): the image file.
+        fix (str): what the error message tells the user to do (training's option by default).
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        UnreadableImageError: the file cannot be decoded.
+
+    Examples::
+
+        >>> img = read_image('data/synthetic_pedestrians/query/0000_c1s1_000000_00.jpg')
+    """
+    from PIL import Image
+    if not osp.isfile(path):
+        raise FileNotFoundError(f"image '{path}' does not exist")
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except Exception as exc:  # UnidentifiedImageError, truncated data, broken headers
+        reason = f"{type(exc).__name__}: {exc}"
+        raise UnreadableImageError(
+            f"image '{path}' cannot be read ({reason}): it is truncated, empty or not an image. "
+            f"{fix}", path, reason) from None
+
+
+def image_dataset_item(dataset, index: int) -> Dict[str, Any]:
+    """``ImageDataset.__getitem__`` of torchreid (``img, pid, camid, impath, dsetid``), with
+    the image read by :func:`read_image` (an unreadable file raises at once)."""
+    img_path, pid, camid, dsetid = dataset.data[index]
+    img = read_image(img_path)
+    if dataset.transform is not None:
+        img = dataset._transform_image(dataset.transform, dataset.k_tfm, img)
+    return {"img": img, "pid": pid, "camid": camid, "impath": img_path, "dsetid": dsetid}
+
+
+# ---------------------------------------------------------------------------------------------
 # Checkpoints
 # ---------------------------------------------------------------------------------------------
 def _plain(value: Any) -> Any:
@@ -126,10 +196,12 @@ def _plain(value: Any) -> Any:
 
 def save_checkpoint(state: Dict[str, Any], save_dir: str, is_best: bool = False,
                     filename: Optional[str] = None) -> str:
-    """Save ``state`` as ``save_dir/model.pth.tar-<epoch>`` (torchreid's naming).
+    """Save ``state`` as ``save_dir/model.pth.tar-<epoch>`` (torchreid's naming), atomically.
 
     Unlike torchreid's ``save_checkpoint``, numpy scalars are stored as Python numbers so the
-    file loads with ``torch.load(..., weights_only=True)``.
+    file loads with ``torch.load(..., weights_only=True)``, and the file is written to a
+    temporary file of the same folder, then renamed (:func:`save_atomically`): training killed
+    during the write leaves the previous checkpoint of that name intact.
 
     Returns:
         str: the path written.
@@ -138,11 +210,20 @@ def save_checkpoint(state: Dict[str, Any], save_dir: str, is_best: bool = False,
     state = {k: (v if k in ("state_dict", "optimizer", "scheduler") else _plain(v))
              for k, v in state.items()}
     fpath = osp.join(save_dir, filename or f"model.pth.tar-{state.get('epoch', 0)}")
-    torch.save(state, fpath)
+    save_atomically(lambda tmp: torch.save(state, tmp), fpath)
     print(f'Checkpoint saved to "{fpath}"')
     if is_best:
-        shutil.copy(fpath, osp.join(save_dir, "model-best.pth.tar"))
+        save_atomically(lambda tmp: shutil.copyfile(fpath, tmp),
+                        osp.join(save_dir, "model-best.pth.tar"))
     return fpath
+
+
+class DamagedCheckpointError(ValueError):
+    """A checkpoint file that cannot be read (truncated, empty, not a torch file)."""
+
+
+class UnsafeCheckpointError(ValueError):
+    """A checkpoint refused by ``weights_only=True`` (it holds arbitrary pickled objects)."""
 
 
 def _numpy_safe_globals():
@@ -164,13 +245,35 @@ def load_checkpoint(fpath: str, map_location: Any = "cpu") -> Dict[str, Any]:
 
     Raises:
         FileNotFoundError: with the path when the file does not exist.
+        DamagedCheckpointError: the file is truncated or not a checkpoint (names the file).
+        UnsafeCheckpointError: the file holds pickled objects that ``weights_only=True``
+            refuses (names the file and the refused globals).
     """
     if not fpath or not osp.isfile(fpath):
         raise FileNotFoundError(
             f"checkpoint '{fpath}' does not exist; pass the path of a model.pth.tar-N file "
             "written by tools/train.py (look in the run's save_dir)")
-    with torch.serialization.safe_globals(_numpy_safe_globals()):
-        ckpt = torch.load(fpath, map_location=map_location, weights_only=True)
+    try:
+        with torch.serialization.safe_globals(_numpy_safe_globals()):
+            ckpt = torch.load(fpath, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, KeyError) as exc:
+        refused = sorted(set(re.findall(r"GLOBAL ([\w.]+)", str(exc))))
+        if isinstance(exc, pickle.UnpicklingError) and (refused or "Unsupported" in str(exc)):
+            # torch's own message suggests weights_only=False: not shown (from None)
+            raise UnsafeCheckpointError(
+                f"checkpoint '{fpath}' was refused for safety: besides tensors and numbers it "
+                f"holds Python objects{' (' + ', '.join(refused) + ')' if refused else ''}, "
+                "which could run code when loaded. Load only checkpoints written by "
+                "tools/train.py (or plain state dicts of tensors) from sources you trust."
+            ) from None
+        lines = str(exc).strip().splitlines()
+        first_line = lines[0] if lines else "unexpected end of file"
+        raise DamagedCheckpointError(
+            f"checkpoint '{fpath}' ({osp.getsize(fpath):,} bytes) is damaged or truncated and "
+            f"cannot be read ({type(exc).__name__}: {first_line}). It was probably being "
+            "written when a run was killed, or copied incompletely. Use another checkpoint of "
+            "the run (model.pth.tar-N in its save_dir/model), copy the file again, or train "
+            "again.") from None
     if not isinstance(ckpt, dict):
         raise ValueError(f"checkpoint '{fpath}' holds a {type(ckpt).__name__}, expected a dict")
     return ckpt
@@ -225,9 +328,11 @@ class SafeCheckpointMixin:
     and writes checkpoints that load with ``weights_only=True``."""
 
     def save_model(self, epoch, rank1, save_dir, is_best=False):
+        """Write one checkpoint per registered model; returns their paths."""
+        paths = []
         for name in self.get_model_names():
             sched = self._scheds[name]
-            save_checkpoint(
+            paths.append(save_checkpoint(
                 {
                     "state_dict": self._models[name].state_dict(),
                     "epoch": epoch + 1,
@@ -237,4 +342,5 @@ class SafeCheckpointMixin:
                 },
                 osp.join(save_dir, name),
                 is_best=is_best,
-            )
+            ))
+        return paths

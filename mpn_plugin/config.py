@@ -13,6 +13,8 @@ Examples::
 """
 from __future__ import annotations
 
+import functools
+
 from yacs.config import CfgNode as CN
 
 
@@ -42,6 +44,10 @@ def get_default_config() -> CN:
     cfg.data.norm_std = [0.229, 0.224, 0.225]
     cfg.data.save_dir = "log"
     cfg.data.load_train_targets = False
+    # every train/query/gallery image is decoded once before training; an unreadable one
+    # (truncated, empty, not an image): error (names it) | skip (listed in
+    # save_dir/skipped_images.txt and left out)
+    cfg.data.corrupt_images = "error"
 
     cfg.market1501 = CN()
     cfg.market1501.use_500k_distractors = False
@@ -83,6 +89,11 @@ def get_default_config() -> CN:
     cfg.train.amp = False        # mixed precision: bf16 autocast on CPU, fp16 + scaling on CUDA
     cfg.train.print_freq = 20
     cfg.train.seed = 1
+    # stop when the total loss exceeds this factor x max(its first iteration, 1): a diverging
+    # run stops (naming the largest term) before it writes a checkpoint; 0 = non-finite only
+    cfg.train.divergence_factor = 1000.0
+    cfg.train.checkpoint_freq = 0  # also save a checkpoint every N epochs (0 = only at evaluations)
+    cfg.train.keep_last = 0        # keep this run's last N epoch checkpoints (0 = keep all)
 
     cfg.sgd = CN()
     cfg.sgd.momentum = 0.9
@@ -123,13 +134,76 @@ def get_default_config() -> CN:
     return cfg
 
 
+def check_dataset_names(cfg: CN) -> None:
+    """Every name of ``data.sources`` / ``data.targets`` must be a registered torchreid dataset.
+
+    ``opts`` placed after ``-s/-t`` (``-t synthetic_pedestrians train.max_epoch 1``) are read
+    by argparse as more dataset names: they are rejected here, before anything runs.
+
+    Raises:
+        ValueError: naming the unknown names, the registered ones and the fix.
+    """
+    from . import compat
+    registered = sorted(vars(compat.datasets)["__image_datasets"])
+    for key in ("sources", "targets"):
+        unknown = [n for n in cfg.data[key] if n not in registered]
+        if not unknown:
+            continue
+        like_opts = [n for n in unknown if "." in n]
+        hint = (f" {like_opts} look like config overrides read as dataset names: end the "
+                f"-{key[0]} list with '--' before the overrides (`-{key[0]} "
+                f"synthetic_pedestrians -- train.max_epoch 1`), or set data.{key} among the "
+                "overrides." if like_opts else "")
+        raise ValueError(f"data.{key} (-{key[0]}/--{key}) names datasets that are not "
+                         f"registered: {unknown}.{hint} Registered datasets: "
+                         f"{', '.join(registered)}")
+
+
+@functools.lru_cache(maxsize=None)
+def backbone_stride(name: str, last_stride: int) -> int:
+    """Input size / feature-map size of an MPN backbone (measured at 256x128)."""
+    from .models import build_backbone
+    height_f, _ = build_backbone(name, last_stride).feature_size(256, 128)
+    return 256 // height_f
+
+
+def minimum_input_size(cfg: CN) -> int:
+    """The smallest ``data.height`` / ``data.width`` that leaves a feature map F of at least
+    1x1: the backbone's stride for MPN models, torchreid's usual 16 for other models."""
+    from .data.prior_datasets import FEATURE_STRIDE
+    from .models import MODEL_NAMES
+    if cfg.model.name not in MODEL_NAMES:
+        return FEATURE_STRIDE
+    return backbone_stride(MODEL_NAMES[cfg.model.name][1] or cfg.mpn.backbone,
+                           int(cfg.mpn.last_stride))
+
+
 def check_config(cfg: CN) -> CN:
     """Value checks that yacs (keys and types only) cannot do.
 
     Raises:
-        ValueError: ``test.multi_query`` is not ``none``, ``mean`` or ``max``.
+        ValueError: unregistered dataset names (:func:`check_dataset_names`);
+            ``data.height`` / ``data.width`` below :func:`minimum_input_size`;
+            ``data.corrupt_images`` not ``error`` / ``skip``; negative
+            ``train.divergence_factor`` / ``train.checkpoint_freq`` / ``train.keep_last``;
+            ``test.multi_query`` not ``none``, ``mean`` or ``max``.
     """
+    from .data.image_check import CORRUPT_IMAGE_POLICIES
     from .evaluation.multi_query import POOLINGS
+    check_dataset_names(cfg)
+    minimum = minimum_input_size(cfg)
+    if min(cfg.data.height, cfg.data.width) < minimum:
+        raise ValueError(
+            f"data.height={cfg.data.height} x data.width={cfg.data.width} is too small for "
+            f"model '{cfg.model.name}': the backbone downsamples {minimum}x, so both must be at "
+            f"least {minimum} (a feature map of at least 1x1); the configs use 128x64 to 384x128")
+    if cfg.data.corrupt_images not in CORRUPT_IMAGE_POLICIES:
+        raise ValueError(f"data.corrupt_images must be one of {', '.join(CORRUPT_IMAGE_POLICIES)}"
+                         f" (what to do with an image that cannot be read), got "
+                         f"'{cfg.data.corrupt_images}'")
+    for key in ("divergence_factor", "checkpoint_freq", "keep_last"):
+        if cfg.train[key] < 0:
+            raise ValueError(f"train.{key} must be >= 0 (0 = off), got {cfg.train[key]}")
     if cfg.test.multi_query not in POOLINGS:
         raise ValueError(f"test.multi_query must be one of {', '.join(POOLINGS)} (pooling of the "
                          f"Market-1501 gt_bbox/ features of each query's identity and camera), "
@@ -176,7 +250,7 @@ def add_mpn_config(cfg: CN) -> CN:
     cfg.mpn.backbone = "resnet50"
     cfg.mpn.last_stride = 1
     cfg.mpn.num_parts = 6              # K (Fig. 7)
-    cfg.mpn.dim = 512
+    cfg.mpn.dim = 512                  # D (paper); 128-256: cheaper heads on light trunks
     cfg.mpn.use_attention = True       # CA (MPN vs MPN°)
     cfg.mpn.attention_reduction = 4
     cfg.mpn.tasks = "mt_at"            # mt_at | mt_only | at_only (Baseline)

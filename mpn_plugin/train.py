@@ -21,7 +21,8 @@ from . import compat, distributed
 from .config import (check_config, engine_run_kwargs, get_default_config, imagedata_kwargs,
                      lr_scheduler_kwargs, merge_config_file, mpn_model_kwargs,
                      optimizer_kwargs)
-from .data.sampler_check import identity_sampler_warning
+from .data.image_check import check_dataset_images, datasets_without
+from .data.sampler_check import identities_per_batch_error, identity_sampler_warning
 from .data.prior_datasets import FEATURE_STRIDE, PriorOptions, register_prior_datasets
 from .engine import build_engine
 from .models import MODEL_NAMES, MPN, VARIANTS, build_backbone
@@ -36,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-t", "--targets", type=str, nargs="+", help="target datasets")
     parser.add_argument("--root", type=str, default="", help="root of the datasets")
     parser.add_argument("opts", default=None, nargs=argparse.REMAINDER,
-                        help="config overrides, e.g. train.max_epoch 10 mpn.num_parts 4")
+                        help="config overrides, e.g. train.max_epoch 10 mpn.num_parts 4 (after "
+                             "-s/-t, separate them with --: -t market1501 -- train.max_epoch 1)")
     return parser
 
 
@@ -50,8 +52,11 @@ def setup_cfg(args: argparse.Namespace):
         cfg.data.sources = args.sources
     if args.targets:
         cfg.data.targets = args.targets
-    if args.opts:
-        cfg.merge_from_list(args.opts)
+    opts = list(args.opts or [])
+    if opts[:1] == ["--"]:       # `-t name -- key value`: '--' ends the dataset list
+        opts = opts[1:]
+    if opts:
+        cfg.merge_from_list(opts)
     check_config(cfg)
     cfg.freeze()
     return cfg
@@ -177,6 +182,32 @@ def load_model_spec(spec: str, root: str = "", opts=()):
     return name, model, cfg
 
 
+def build_datamanager(cfg, use_gpu: bool, excluded_images=()):
+    """torchreid's ``ImageDataManager`` for ``cfg`` (without the image paths
+    ``excluded_images``, :func:`~mpn_plugin.data.image_check.datasets_without`).
+
+    Raises:
+        ValueError: a batch asks for more identities than the training set has (torchreid's
+            ``RandomIdentitySampler`` asserts it with a bare ``AssertionError``), with the
+            numbers and the fix.
+    """
+    kwargs = imagedata_kwargs(cfg, use_gpu)
+    with datasets_without(list(cfg.data.sources) + list(cfg.data.targets), excluded_images):
+        try:
+            return compat.data.ImageDataManager(**kwargs)
+        except AssertionError:
+            if kwargs["train_sampler"] != "RandomIdentitySampler":
+                raise
+            # the same data with a sampler that asserts nothing, to count the identities
+            train = compat.data.ImageDataManager(
+                **dict(kwargs, train_sampler="RandomSampler")).train_loader.dataset.train
+            error = identities_per_batch_error(train, cfg.train.batch_size,
+                                               cfg.sampler.num_instances)
+            if error is None:
+                raise
+            raise ValueError(error) from None
+
+
 def build_optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
     """torchreid's ``build_optimizer`` with ``cfg.train``/``cfg.sgd``/``cfg.adam``, each
     parameter in exactly one group.
@@ -271,7 +302,12 @@ def _run(cfg, dist_info=None) -> dict:
     priors = uses_priors(cfg)
     register_prior_datasets(PriorOptions.from_cfg(
         cfg, enabled=priors, feature_stride=feature_stride(cfg) if priors else FEATURE_STRIDE))
-    datamanager = compat.data.ImageDataManager(**imagedata_kwargs(cfg, use_gpu))
+    datamanager = build_datamanager(cfg, use_gpu)
+    skipped = check_dataset_images(datamanager, cfg.data.corrupt_images, cfg.data.save_dir,
+                                   workers=max(1, cfg.data.workers),
+                                   write_list=distributed.is_main_process())
+    if skipped:                      # data.corrupt_images skip: the same data without them
+        datamanager = build_datamanager(cfg, use_gpu, excluded_images=skipped)
     if cfg.sampler.train_sampler == "RandomIdentitySampler":
         warning = identity_sampler_warning(datamanager.train_loader.dataset.train,
                                            cfg.sampler.num_instances)
@@ -316,7 +352,7 @@ def _run(cfg, dist_info=None) -> dict:
     engine.run(**run_kwargs)
     results = {"wall_time_s": round(time.time() - start, 1), "results": engine.last_results,
                "loss_history": getattr(engine, "loss_history", []),
-               "world_size": dist_info[1] if dist_info else 1}
+               "world_size": dist_info[1] if dist_info else 1, "skipped_images": skipped}
     if dist_info and dist_info[0] != 0:
         return results
     with open(osp.join(cfg.data.save_dir, "results.json"), "w") as f:

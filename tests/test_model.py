@@ -2,6 +2,7 @@
 import pytest
 import torch
 import torch.nn.functional as Fn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import mpn_plugin  # noqa: F401  (registers the models)
 from mpn_plugin import compat
@@ -353,11 +354,7 @@ def test_fast_inference_path_equals_reference_forward():
     torch.manual_seed(0)
     for variant in ("mpn", "mpn_o", "mpn_baseline"):                # MT path; AT path (Baseline)
         model = build_mpn(10, variant=variant, backbone="resnet18", dim=64).eval()
-        for m in model.modules():
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                m.running_mean.uniform_(-0.3, 0.3)
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.data.uniform_(-1.0, 1.5)        # negative scales too
+        randomize_batchnorm(model)
         heads = model.main_heads if model.main_heads is not None else model.auxiliary_heads
         for step in range(2):
             x = torch.randn(3, 3, 128, 64)
@@ -407,14 +404,19 @@ def test_fused_batch_norm_relu_max_equals_bn_relu_gmp_by_hand():
         batch_norm_relu_max(torch.randn(2, 3, 6), bn.eval())
 
 
+@pytest.mark.parametrize("kernel", ["conv", "gemm"])
 @pytest.mark.parametrize("variant", ["mpn", "mpn_naive_mtl", "mpn_baseline"])
-def test_fused_training_path_equals_reference_training_step(variant):
-    """PartHeads.fused_training (one positions-first GEMM per task, BN + ReLU + GMP fused)
-    gives the reference training forward's loss, gradients and BN statistics (float64)."""
+def test_fused_training_path_equals_reference_training_step(variant, kernel):
+    """PartHeads.fused_training (the main tasks' K first convs as one 1x1 convolution or one
+    positions-first GEMM: ``training_kernel``; BN + ReLU + GMP fused) gives the reference
+    training forward's loss, gradients and BN statistics (float64)."""
     import copy
     from mpn_plugin.losses import part_id_loss
     torch.manual_seed(1)
     model = build_mpn(5, variant=variant, backbone="resnet18", dim=16).double().train()
+    for heads in (model.main_heads, model.auxiliary_heads):
+        if heads is not None:
+            heads.training_kernel = kernel
     ref = copy.deepcopy(model)
     for heads in (ref.main_heads, ref.auxiliary_heads):
         if heads is not None:
@@ -461,3 +463,163 @@ def test_classifier_neck_bn_feeds_centred_features_to_the_classifiers_only():
     assert count_parameters(necked.test_time_modules()) == count_parameters(plain.test_time_modules())
     with pytest.raises(ValueError, match="classifier_neck"):
         small(classifier_neck="dropout")
+
+
+# ----------------------------------------------------------------------------- head GEMM layouts
+def _grad_layouts(weight):
+    """Record whether each gradient autograd hands to ``weight`` is in the weight's layout
+    (a transposed one makes AccumulateGrad copy it: a weight-sized copy per step)."""
+    seen = []
+    weight.register_hook(lambda g: seen.append(g.is_contiguous()))
+    return seen
+
+
+@pytest.mark.parametrize("path", ["vectors", "channels_last"])
+def test_grouped_linear_weight_first_gemms_equal_einsum_and_keep_weight_grad_layout(path):
+    """GroupedLinear's part-wise GEMMs run weight first ((W_k x_k^T)^T): the same outputs and
+    gradients (x, weight, bias) as the einsum definition, and the weight's gradient arrives
+    in the weight's layout (no copy)."""
+    from mpn_plugin.models.part_head import GroupedLinear
+    torch.manual_seed(0)
+    K, N, cin, cout = 3, 7, 5, 4
+    lin = GroupedLinear(K, cin, cout, bias=True).double()
+    with torch.no_grad():
+        lin.bias.normal_()
+    if path == "vectors":           # (B, K, in) -> (B, K, out): second convs, CA, classifiers
+        x = torch.randn(N, K, cin, dtype=torch.float64, requires_grad=True)
+        ref_fn = lambda x, w, b: torch.einsum("bki,koi->bko", x, w) + b  # noqa: E731
+        run = lin
+    else:                           # (K, N, in) -> (K, N, out): the AT's first convs
+        x = torch.randn(K, N, cin, dtype=torch.float64, requires_grad=True)
+        ref_fn = lambda x, w, b: torch.einsum("kni,koi->kno", x, w) + b.unsqueeze(1)  # noqa: E731
+        run = lin.channels_last
+    layouts = _grad_layouts(lin.weight)
+    g = torch.randn(*((N, K, cout) if path == "vectors" else (K, N, cout)), dtype=torch.float64)
+    y = run(x)
+    grads = torch.autograd.grad(y, (x, lin.weight, lin.bias), g)
+    w, b = lin.weight.detach().requires_grad_(), lin.bias.detach().requires_grad_()
+    x_ref = x.detach().requires_grad_()
+    y_ref = ref_fn(x_ref, w, b)
+    ref_grads = torch.autograd.grad(y_ref, (x_ref, w, b), g)
+    assert torch.allclose(y, y_ref, rtol=1e-12, atol=1e-12)
+    for got, want in zip(grads, ref_grads):
+        assert torch.allclose(got, want, rtol=1e-12, atol=1e-12)
+    assert layouts == [True]
+
+
+def randomize_batchnorm(model):
+    """Non-trivial BN statistics and affine weights (negative scales too), in place."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.running_mean.uniform_(-0.3, 0.3)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(-1.0, 1.5)
+
+
+class FirstArgShapes(TorchDispatchMode):
+    """Records the shape of argument ``arg`` (default the first) of every call to the given
+    aten ops."""
+
+    def __init__(self, *ops, arg: int = 0):
+        super().__init__()
+        self.ops, self.arg, self.shapes = ops, arg, []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.overloadpacket in self.ops:
+            self.shapes.append(tuple(args[self.arg].shape))
+        return func(*args, **(kwargs or {}))
+
+
+def test_mpn_o_training_step_copies_no_head_or_classifier_weight():
+    """A whole MPN° training step makes no weight-sized copy for the heads and classifiers
+    (a gradient in another layout than its weight's would be copied by AccumulateGrad)."""
+    torch.manual_seed(0)
+    m = build_mpn(5, variant="mpn_o", backbone="resnet18", dim=16).train()
+    weights = {tuple(p.shape) for n, p in m.named_parameters()
+               if not n.startswith("backbone") and p.dim() == 3}
+    assert len(weights) == 3                      # first convs, second convs, classifiers
+    mask, roi = prior(4, 8, 4, 0.1, 0.9)
+    with FirstArgShapes(torch.ops.aten.copy_, torch.ops.aten.clone) as copies:
+        out = m(torch.randn(4, 3, 128, 64), prior_mask=mask, prior_roi=roi)
+        (out["mt_logits"].square().mean() + out["at_logits"].square().mean()).backward()
+    assert copies.shapes and not weights & set(copies.shapes)
+
+
+# ----------------------------------------------------------------------------- cheaper heads
+def test_reduced_dim_keeps_mpn_o_equal_to_baseline_and_cuts_the_heads_flops():
+    """``mpn.dim`` / ``build_mpn(dim=...)`` below the paper's 512 (the cheaper heads for light
+    trunks, docs/RESULTS.md): MPN° keeps the Baseline's test-time parameters, trains and
+    infers, and its test graph costs less, by the K first convs' share."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    def flops(model, x):
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model.eval()(x)
+        return counter.get_total_flops()
+
+    x = torch.randn(1, 3, 128, 64)
+    full = build_mpn(5, variant="mpn_o", backbone="resnet18")                    # D = 512
+    cheap = build_mpn(5, variant="mpn_o", backbone="resnet18", dim=128)
+    baseline = build_mpn(5, variant="mpn_baseline", backbone="resnet18", dim=128)
+    assert (count_parameters(cheap.test_time_modules())
+            == count_parameters(baseline.test_time_modules()))
+    assert count_parameters([cheap]) - count_parameters([baseline]) == count_parameters(
+        [cheap.main_classifier])
+    assert cheap.eval()(x).shape == (1, 6 * 128)
+    mask, roi = prior(2, 8, 4)
+    out = cheap.train()(torch.randn(2, 3, 128, 64), prior_mask=mask, prior_roi=roi)
+    assert out["mt_features"].shape == out["at_features"].shape == (2, 6, 128)
+    # first convs: K x 32 positions x 512 x D MACs, second convs K x D x D
+    saved = 2 * 6 * (32 * 512 * (512 - 128) + (512 * 512 - 128 * 128))
+    assert flops(full, x) - flops(cheap, x) == saved
+
+
+def test_mpn_dim_from_the_config_and_bad_dims_rejected():
+    from mpn_plugin.config import get_default_config, mpn_model_kwargs
+    cfg = get_default_config()
+    cfg.mpn.backbone, cfg.mpn.dim = "resnet18", 64
+    model = build_mpn(5, variant="mpn_o", **mpn_model_kwargs(cfg))
+    assert model.feature_dim == 6 * 64
+    assert model.main_heads.first.conv.weight.shape == (6, 64, 512)
+    with pytest.raises(ValueError, match="mpn.dim"):
+        MPNConfig(dim=0)
+    with pytest.raises(ValueError, match="mpn.attention_reduction"):
+        MPNConfig(dim=2, use_attention=True, attention_reduction=4)
+
+
+@pytest.mark.parametrize("variant", ["mpn_o", "mpn"])
+def test_inference_layouts_equal_channels_first_and_reference(variant):
+    """PartHeads.inference_layout: the default ``conv`` (one 1x1 convolution) and the
+    positions-first inference GEMM (one GEMM with B*L rows) give the channels-first path's
+    features and the reference forward's (up to float rounding); an unknown layout is an error
+    naming the choices."""
+    torch.manual_seed(1)
+    model = build_mpn(10, variant=variant, backbone="resnet18", dim=64).eval()
+    randomize_batchnorm(model)
+    heads, x = model.main_heads, torch.randn(3, 3, 128, 64)
+    assert (heads.inference_layout, heads.training_kernel) == ("conv", "conv")   # defaults
+    out = {}
+    with torch.no_grad():
+        for layout in ("conv", "channels_first", "positions_first"):
+            heads.inference_layout = layout
+            out[layout] = model(x)
+        heads.fast_inference = False
+        out["reference"] = model(x)
+        heads.fast_inference = True
+    for layout in ("conv", "positions_first", "reference"):
+        assert torch.allclose(out[layout], out["channels_first"], rtol=1e-4, atol=1e-4), layout
+    # positions-first really is ONE GEMM with B*L rows (F: 512 x 8 x 4 at 128x64)
+    heads.inference_layout = "positions_first"
+    with torch.no_grad(), FirstArgShapes(torch.ops.aten.mm, torch.ops.aten.bmm) as gemms:
+        model(x)
+    assert (3 * 32, 512) in gemms.shapes
+    # the default layout runs the K first convs as ONE convolution, no BLAS GEMM on F
+    heads.inference_layout = "conv"
+    with torch.no_grad(), FirstArgShapes(torch.ops.aten.convolution, arg=1) as convs, \
+            FirstArgShapes(torch.ops.aten.mm, torch.ops.aten.bmm) as gemms:
+        model(x)
+    assert (6 * 64, 512, 1, 1) in convs.shapes                 # the K first convs' weights
+    assert not any(len(g) == 2 and g[1] == 512 for g in gemms.shapes)   # no GEMM on F
+    heads.inference_layout = "rows"
+    with torch.no_grad(), pytest.raises(ValueError, match="positions_first"):
+        model(x)

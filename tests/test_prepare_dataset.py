@@ -156,7 +156,7 @@ def test_manifest_dataset_loads_and_mpn_trains_on_it(tmp_path):
     summary = generate_priors.main(["--manifest", str(tmp_path / "ds" / "manifest.csv"),
                                     "--adapter", "parsing", "--parsing-dir", str(masks),
                                     "--mask-dir", str(masks), "--height", "64", "--width", "32",
-                                    "--workers", "1"])
+                                    "--workers", "1", "--max-fallback-share", "1"])  # all fallbacks
     assert summary["images"] == 40
     out = main(["--config-file", "configs/mpn_synthetic.yaml", "--root", str(tmp_path / "ds"),
                 "data.sources", "['custom_crops_prior']", "data.targets", "['custom_crops_prior']",

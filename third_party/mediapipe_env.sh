@@ -11,5 +11,5 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 "$VENV/bin/python" -m pip --disable-pip-version-check -q install "mediapipe==0.10.21" \
-  "numpy<2" opencv-python-headless tqdm pytest 2>&1 | grep -v "WARNING: Location" || true
+  "numpy<2" opencv-python-headless tqdm pillow pytest 2>&1 | grep -v "WARNING: Location" || true
 "$VENV/bin/python" -c "import mediapipe as mp; print('[mediapipe env] ok: mediapipe', mp.__version__)"

@@ -75,7 +75,7 @@ def parity_images(args, cfg):
         norm_std=cfg.data.norm_std)
     if not paths:
         return np.zeros((0, 3, cfg.data.height, cfg.data.width), np.float32)
-    return torch.stack([test_tf(compat.utils.read_image(p)) for p in paths]).numpy()
+    return torch.stack([test_tf(compat.read_image(p)) for p in paths]).numpy()
 
 
 def main(argv=None) -> dict:

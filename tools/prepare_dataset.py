@@ -12,7 +12,11 @@ Examples::
     # CUHK01 (PPPPIII.png): 100 test identities, query = camera A, gallery = camera B
     python tools/prepare_dataset.py --images ../shared/data/cuhk01/campus --preset cuhk01 \
         --num-test-ids 100 --query-cams 0 --gallery-cams 1 --out data/cuhk01
-    # a CSV with path,pid,camid
+    # Market-1501 file names (PPPP_cCsS_FFFFFF_BB.jpg): Market's convention, pid -1 (junk)
+    # skipped, pid 0 (distractors) in the gallery only; both counts in summary.json
+    python tools/prepare_dataset.py --images Market-1501/bounding_box_test --preset market1501 \
+        --num-test-ids 100 --out data/my_market
+    # a CSV with path,pid,camid (a UTF-8 BOM, as Excel writes, is fine)
     python tools/prepare_dataset.py --csv labels.csv --out data/my_crops --test-fraction 0.2
 """
 from __future__ import annotations
@@ -84,9 +88,12 @@ def main(argv=None):
         source = a.csv
     summary = prepare.prepare_dataset(scan, a.out, a.num_test_ids, a.test_fraction, a.query_cams,
                                       a.gallery_cams, a.seed, tuple(a.min_size), not a.quiet, source)
-    print(f"| split | images | identities | cameras |\n|---|---|---|---|")
+    print("| split | images | identities | cameras |\n|---|---|---|---|")
     for split, c in summary["counts"].items():
         print(f"| {split} | {c['images']} | {c['identities']} | {c['cameras']} |")
+    for key in ("junk", "distractors"):
+        if summary[key]["count"]:
+            print(f"{summary[key]['count']} {key}: {summary[key]['reason']}")
     t = summary["train_only_identities"]
     if t["count"]:
         print(f"{t['count']} identities can only be used for training ({t['reason']})")

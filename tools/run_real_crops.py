@@ -167,7 +167,7 @@ def main(argv=None):
         todo = [r for r in runs if load(r[4]) is None]
         if args.max_runs:
             todo = todo[:args.max_runs]
-        from tqdm import tqdm
+        from mpn_plugin.progress import progress_bar as tqdm  # throttled without a terminal
         for protocol, model, seed, cmd, save_dir, _ in tqdm(todo, desc="real-crop runs",
                                                             disable=None):
             t = time.time()

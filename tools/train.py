@@ -9,6 +9,9 @@ Examples::
     python tools/train.py --config-file configs/mpn_market1501.yaml --root /data \
         test.evaluate True model.load_weights log/mpn_market1501/model/model.pth.tar-70 \
         test.visrank True
+    # config overrides after -s/-t: end the dataset list with --
+    python tools/train.py --config-file configs/mpn_synthetic.yaml -t synthetic_pedestrians \
+        -- train.max_epoch 1
 """
 import os
 import sys

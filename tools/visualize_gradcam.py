@@ -23,7 +23,7 @@ import sys
 import cv2
 import numpy as np
 import torch
-from tqdm import tqdm
+from mpn_plugin.progress import progress_bar as tqdm  # throttled without a terminal
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 

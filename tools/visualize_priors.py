@@ -53,10 +53,12 @@ def draw_prior(img: np.ndarray, record, num_parts: int, scale: int = 2) -> np.nd
 
 
 def make_grid(cache, image_root: str, num: int, num_parts: int = 6, cols: int = 6,
-              seed: int = 0) -> np.ndarray:
+              seed: int = 0, relpaths=None) -> np.ndarray:
+    """A contact sheet of ``num`` random images of the cache (or of ``relpaths``, in order)."""
     rels = cache.relpaths()
     rng = np.random.default_rng(seed)
-    chosen = [rels[i] for i in sorted(rng.choice(len(rels), min(num, len(rels)), replace=False))]
+    chosen = list(relpaths) if relpaths is not None else \
+        [rels[i] for i in sorted(rng.choice(len(rels), min(num, len(rels)), replace=False))]
     tiles = []
     for rel in chosen:
         img = cv2.imread(osp.join(image_root, rel))

@@ -6,7 +6,7 @@ cameras and person ids <= 1501. A manifest has no such limits: one row per image
     path,pid,camid,split          (split: train / query / gallery)
 
 with ``path`` absolute or relative to the manifest's folder (image files stay where they are,
-so a prior cache made for them is reused as is). ``tools/prepare_dataset.py`` writes it from a
+so a prior cache made for them is reused as is; a UTF-8 BOM, as Excel writes it, is fine). ``tools/prepare_dataset.py`` writes it from a
 folder of crops (filename pattern, regex, preset such as CUHK01, or a ``path,pid,camid`` CSV).
 
 The dataset is registered as ``custom_crops`` (plain) and ``custom_crops_prior`` (with the
@@ -69,7 +69,7 @@ def read_manifest(path: str) -> List[ManifestRow]:
                                 f"python tools/prepare_dataset.py ... --out {osp.dirname(path) or '.'}")
     base = osp.dirname(osp.abspath(path))
     rows = []
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:  # a BOM if Excel saved it
         reader = csv.DictReader(f)
         missing = [c for c in FIELDS if c not in (reader.fieldnames or [])]
         if missing:

@@ -5,13 +5,17 @@ Three ways to read identity and camera:
 * a filename pattern with ``{pid}`` and ``{cam}`` placeholders (digits) and shell wildcards,
   e.g. ``{pid}_c{cam}_*.jpg``, matched against the path relative to the folder;
 * a regular expression with named groups ``pid`` and ``cam``, or a preset (``cuhk01``:
-  ``PPPPIII.png``, images 001-002 camera A, 003-004 camera B);
-* a CSV with a ``path,pid,camid`` header (paths absolute or relative to the CSV).
+  ``PPPPIII.png``, images 001-002 camera A, 003-004 camera B; ``market1501``:
+  ``PPPP_cCsS_FFFFFF_BB.jpg``, following Market-1501's convention: pid -1 = junk, skipped;
+  pid 0 = distractors, gallery only, never an identity);
+* a CSV with a ``path,pid,camid`` header (paths absolute or relative to the CSV; a UTF-8 BOM,
+  as Excel writes it, is fine).
 
 Every image is checked (readable, decodable, large enough, not a duplicate of another file or
 row); identities are split into train and test by seed; test identities must be seen by a query
 camera and by a gallery camera, otherwise they cannot be evaluated and stay in training. All
-skipped items are reported with their reason, never silently dropped.
+skipped items are reported with their reason, never silently dropped (including broken
+symbolic links and folders named like images).
 
 Examples::
 
@@ -52,6 +56,11 @@ PRESETS = {
     "market1501": (r"^(?P<pid>-?\d+)_c(?P<cam>\d)s\d_\d+_\d+\.jpg$", None),
 }
 
+#: name -> the preset's special person ids: ``junk`` (skipped) and ``distractors`` (gallery only)
+PRESET_SPECIAL_PIDS = {
+    "market1501": {"junk": (-1,), "distractors": (0,)},
+}
+
 
 @dataclass
 class Candidate:
@@ -65,14 +74,35 @@ class Candidate:
 class Scan:
     candidates: List[Candidate] = field(default_factory=list)
     skipped: List[Tuple[str, str]] = field(default_factory=list)     # (item, reason)
+    distractors: List[Candidate] = field(default_factory=list)       # gallery only, no identity
+    junk: int = 0                                                    # junk images (skipped)
 
 
-def _images_under(folder: str) -> List[str]:
+def _broken_link_reason(path: str) -> Optional[str]:
+    if osp.islink(path) and not osp.exists(path):
+        return f"broken symbolic link (to '{os.readlink(path)}', which does not exist)"
+    return None
+
+
+def _folder_entries(folder: str) -> Tuple[List[str], List[Tuple[str, str]]]:
+    """(files under ``folder``, (relative path, reason) of entries that are not usable files:
+    broken symbolic links and folders named like images)."""
     folder = osp.abspath(osp.expanduser(folder))
     if not osp.isdir(folder):
         raise FileNotFoundError(f"crop folder '{folder}' does not exist")
-    return sorted(p for p in glob.glob(osp.join(folder, "**", "*"), recursive=True)
-                  if osp.isfile(p))
+    files, unusable = [], []
+    for p in sorted(glob.glob(osp.join(folder, "**", "*"), recursive=True)):
+        if osp.isfile(p):
+            files.append(p)
+        elif broken := _broken_link_reason(p):
+            unusable.append((osp.relpath(p, folder), broken))
+        elif osp.isdir(p) and p.lower().endswith(IMAGE_EXTS):
+            unusable.append((osp.relpath(p, folder), "a folder, not an image file"))
+    return files, unusable
+
+
+def _images_under(folder: str) -> List[str]:
+    return _folder_entries(folder)[0]
 
 
 def pattern_to_regex(pattern: str) -> str:
@@ -98,8 +128,9 @@ def _scan_with_regex(folder: str, regex: str, cam_fn=None, on_name: bool = True)
     if "pid" not in rx.groupindex or (cam_fn is None and "cam" not in rx.groupindex):
         raise ValueError(f"regex {regex!r} needs named groups (?P<pid>...) and (?P<cam>...)")
     root = osp.abspath(osp.expanduser(folder))
-    scan = Scan()
-    for path in _images_under(root):
+    files, unusable = _folder_entries(root)
+    scan = Scan(skipped=unusable)
+    for path in files:
         rel = osp.relpath(path, root)
         m = rx.match(osp.basename(rel) if on_name else rel.replace(os.sep, "/"))
         if m is None:
@@ -131,7 +162,20 @@ def scan_preset(folder: str, preset: str) -> Scan:
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; known: {sorted(PRESETS)}")
     regex, cam_fn = PRESETS[preset]
-    return _scan_with_regex(folder, regex, cam_fn)
+    scan = _scan_with_regex(folder, regex, cam_fn)
+    special = PRESET_SPECIAL_PIDS.get(preset)
+    if special:
+        kept = []
+        for c in scan.candidates:
+            if c.pid in special["junk"]:
+                scan.skipped.append((c.source, f"junk image (pid {c.pid}, {preset} convention)"))
+                scan.junk += 1
+            elif c.pid in special["distractors"]:
+                scan.distractors.append(c)
+            else:
+                kept.append(c)
+        scan.candidates = kept
+    return scan
 
 
 def scan_csv(csv_path: str) -> Scan:
@@ -140,7 +184,7 @@ def scan_csv(csv_path: str) -> Scan:
         raise FileNotFoundError(f"CSV '{csv_path}' does not exist")
     base = osp.dirname(osp.abspath(csv_path))
     scan = Scan()
-    with open(csv_path, newline="") as f:
+    with open(csv_path, newline="", encoding="utf-8-sig") as f:  # Excel writes a BOM
         reader = csv.DictReader(f)
         missing = [c for c in ("path", "pid", "camid") if c not in (reader.fieldnames or [])]
         if missing:
@@ -164,7 +208,8 @@ def _check_image(path: str, min_size: Tuple[int, int]) -> Optional[str]:
     """None if the image is usable, else the reason."""
     from PIL import Image
     if not osp.isfile(path):
-        return "file does not exist"
+        return _broken_link_reason(path) or ("a folder, not an image file" if osp.isdir(path)
+                                             else "file does not exist")
     try:
         with Image.open(path) as im:
             im.load()
@@ -182,11 +227,14 @@ def _file_hash(path: str) -> str:
 
 
 def validate(scan: Scan, min_size: Tuple[int, int] = (16, 8), progress: bool = True) -> Scan:
-    """Drop unusable candidates (missing, unreadable, too small, duplicate path or content)."""
-    from tqdm import tqdm
-    out = Scan(skipped=list(scan.skipped))
+    """Drop unusable candidates and distractors (missing, unreadable, too small, duplicate path
+    or content)."""
+    from ..progress import progress_bar as tqdm
+    out = Scan(skipped=list(scan.skipped), junk=scan.junk)
     seen_path, seen_hash = {}, {}
-    for c in tqdm(scan.candidates, desc="checking images", unit="img", disable=not progress):
+    items = [(c, out.candidates) for c in scan.candidates] + [(c, out.distractors)
+                                                               for c in scan.distractors]
+    for c, kept in tqdm(items, desc="checking images", unit="img", disable=not progress):
         key = osp.realpath(c.path)
         if key in seen_path:
             out.skipped.append((c.source, f"duplicate of {seen_path[key]}"))
@@ -201,7 +249,7 @@ def validate(scan: Scan, min_size: Tuple[int, int] = (16, 8), progress: bool = T
             out.skipped.append((c.source, f"same content as {seen_hash[digest]}"))
             continue
         seen_hash[digest] = c.source
-        out.candidates.append(c)
+        kept.append(c)
     return out
 
 
@@ -280,7 +328,9 @@ def prepare_dataset(scan: Scan, out_dir: str, num_test_ids: Optional[int] = None
         min_size (tuple): smallest usable (height, width).
 
     Returns:
-        dict: the summary (counts per split, skipped items with reasons, seed, options).
+        dict: the summary (counts per split, skipped items with reasons, junk and distractor
+        counts of a preset such as ``market1501``, seed, options). Distractors (Market's pid 0)
+        go into the gallery only and take no part in the identity split.
     """
     checked = validate(scan, min_size, progress)
     if not checked.candidates:
@@ -289,13 +339,14 @@ def prepare_dataset(scan: Scan, out_dir: str, num_test_ids: Optional[int] = None
     test_pids, untestable = split_identities(checked.candidates, num_test_ids, test_fraction,
                                              query_cams, gallery_cams, seed)
     rows = assign_splits(checked.candidates, test_pids, query_cams, gallery_cams, seed)
+    unused = len(checked.candidates) - len(rows)
+    rows += [ManifestRow(c.path, c.pid, c.camid, "gallery") for c in checked.distractors]
     os.makedirs(out_dir, exist_ok=True)
     write_manifest(osp.join(out_dir, MANIFEST_NAME), rows)
     counts = {s: {"images": sum(r.split == s for r in rows),
                   "identities": len({r.pid for r in rows if r.split == s}),
                   "cameras": len({r.camid for r in rows if r.split == s})}
               for s in ("train", "query", "gallery")}
-    unused = len(checked.candidates) - len(rows)
     summary = {
         "source": source, "seed": seed, "num_test_ids": len(test_pids),
         "query_cams": list(query_cams), "gallery_cams": list(gallery_cams),
@@ -303,6 +354,11 @@ def prepare_dataset(scan: Scan, out_dir: str, num_test_ids: Optional[int] = None
         "train_only_identities": {"count": len(untestable),
                                   "reason": "not seen by a query and a gallery camera",
                                   "pids": untestable[:50]},
+        "junk": {"count": checked.junk, "reason": "junk images of the preset (Market-1501: "
+                                                  "pid -1), skipped"},
+        "distractors": {"count": len(checked.distractors), "split": "gallery",
+                        "pids": sorted({c.pid for c in checked.distractors}),
+                        "reason": "distractors of the preset (Market-1501: pid 0), gallery only"},
         "skipped": {"count": len(checked.skipped),
                     "by_reason": dict(Counter(_reason_kind(r) for _, r in checked.skipped)),
                     "items": [{"item": i, "reason": r} for i, r in checked.skipped]},

@@ -118,6 +118,23 @@ class PriorAwareMixin:
         dataset sets the common folder of its images)."""
         return getattr(self, "_image_root", None) or self.prior_root
 
+    def generate_priors_hint(self, feature_size: Optional[Tuple[int, int]] = None,
+                             overwrite: bool = False, setup: bool = True) -> str:
+        """The ``tools/generate_priors.py`` command (for this registered dataset, its data root
+        and ``feature_size``) that writes the cache training looks for, as it must be typed;
+        ``setup`` adds what to install first, if anything."""
+        from ..priors.commands import generate_priors_command, default_adapter, setup_hint
+        registry = vars(compat.data.datasets).get("__image_datasets", {})
+        name = next((n for n, c in registry.items() if c is type(self)), None) or next(
+            (n for n, c in registry.items() if isinstance(self, c) and n.endswith("_prior")), "<name>")
+        stride = self.prior_options.feature_stride
+        h, w = (feature_size[0] * stride, feature_size[1] * stride) if feature_size else (None, None)
+        root = getattr(self, "root", None) or osp.dirname(self.prior_root)
+        cache_file = self.prior_options.cache_file  # training reads that file: write it there
+        extra = ["--out", osp.abspath(cache_file)] if cache_file else []
+        return (generate_priors_command(name, root, h, w, overwrite=overwrite, extra=extra)
+                + (setup_hint(default_adapter(name)) if setup else ""))
+
     def _cache_path(self) -> str:
         """``mpn.prior.cache_file``, or the one ``priors_<tool>_<Hf>x<Wf>.npz`` of the dataset
         folder made for the training feature size."""
@@ -128,31 +145,36 @@ class PriorAwareMixin:
         found = sorted(glob.glob(osp.join(self.prior_root, f"priors_*_{Hf}x{Wf}.npz")))
         if len(found) != 1:
             others = sorted(osp.basename(f) for f in glob.glob(osp.join(self.prior_root, "priors_*.npz")))
-            stride = opts.feature_stride
             raise FileNotFoundError(
                 f"{'no' if not found else 'several'} prior cache files for feature size "
                 f"{Hf}x{Wf} in '{self.prior_root}' (found: {others or 'none'}). Generate one: "
-                f"python tools/generate_priors.py --dataset <name> --root <data.root> --height "
-                f"{Hf if Hf == '*' else Hf * stride} --width {Wf if Wf == '*' else Wf * stride}; "
+                f"{self.generate_priors_hint(self._feature_size)}; "
                 f"or set mpn.prior.cache_file, or mpn.prior_variant=uniform to train without priors.")
         return found[0]
 
     def prior_cache(self, feature_size: Optional[Tuple[int, int]] = None):
         """The prior cache, validated once: made for this feature size (else
-        ``StalePriorCacheError``) and holding every training image (else ``KeyError``, unless
-        ``on_missing='uniform'``)."""
+        ``StalePriorCacheError``), holding every training image (else ``KeyError``, unless
+        ``on_missing='uniform'``) and made for these very image files (sizes and content
+        digests, else ``StalePriorCacheError`` naming the images that differ)."""
         if self._cache is None:
-            from ..priors.cache import PriorCache
-            cache = PriorCache.load(self._cache_path(), expected_feature_size=feature_size)
+            from ..priors.cache import PriorCache, StalePriorCacheError
+            path = self._cache_path()
+            try:
+                cache = PriorCache.load(path, expected_feature_size=feature_size)
+            except (StalePriorCacheError, FileNotFoundError) as exc:  # the command for this dataset
+                raise type(exc)(f"{exc}\nFor this dataset: "
+                                f"{self.generate_priors_hint(feature_size, True)}") from exc
             rels = {osp.relpath(p, self.image_root) for p, *_ in self.data}
             missing = sorted(r for r in rels if r not in cache)
             if missing and self.prior_options.on_missing == "error":
                 raise KeyError(
                     f"{len(missing)} of {len(rels)} training images have no prior in "
                     f"'{self._cache_path()}' (e.g. '{missing[0]}'): it was made for other "
-                    f"images. Regenerate it: python tools/generate_priors.py --dataset <name> "
-                    f"--root <data.root> --height H --width W --overwrite; or set "
+                    f"images. Regenerate it: {self.generate_priors_hint(feature_size, True)}; or set "
                     f"mpn.prior.on_missing=uniform to use the fallback prior for them.")
+            cache.check_images(self.image_root, rels,
+                               regenerate=self.generate_priors_hint(feature_size, setup=False))
             self._cache = cache
         return self._cache
 
@@ -164,8 +186,8 @@ class PriorAwareMixin:
             if self.prior_options.on_missing == "error":
                 raise KeyError(
                     f"no coarse prior for image '{img_path}' in cache '{self._cache_path()}'. "
-                    f"Regenerate it: python tools/generate_priors.py --dataset <name> --root "
-                    f"<data.root>; or set mpn.prior.on_missing=uniform to use the fallback prior.")
+                    f"Regenerate it: {self.generate_priors_hint(self._feature_size, True)}; or set "
+                    f"mpn.prior.on_missing=uniform to use the fallback prior.")
             self._missing_count += 1
             if self._missing_count in (1, 10, 100) or self._missing_count % 1000 == 0:
                 warnings.warn(f"{self._missing_count} image(s) without a prior so far (e.g. "
@@ -185,7 +207,7 @@ class PriorAwareMixin:
             stride = self.prior_options.feature_stride
             self._feature_size = (h // stride, w // stride)
         img_path = self.data[index][0]
-        img = compat.utils.read_image(img_path)
+        img = compat.read_image(img_path)  # raises on an unreadable file (no endless retry)
         mask = self.stage1_mask(img_path)
         if mask is not None and mask.shape != (img.height, img.width):
             import cv2
@@ -207,7 +229,7 @@ class PriorAwareMixin:
 
     def __getitem__(self, index):
         if self.mode != "train" or not self.prior_options.enabled or self.transform is None:
-            return super().__getitem__(index)
+            return compat.image_dataset_item(self, index)  # torchreid's item, failing fast
         if self.k_tfm != 1:
             raise ValueError("prior-aware datasets support data.k_tfm=1 only")
         from ..priors.pipeline import PriorConfig, coarse_prior_from_mask

@@ -1,4 +1,4 @@
-"""A check of the identity sampler against the training set (docs/RESULTS.md, real crops).
+"""Checks of the identity sampler against the training set (docs/RESULTS.md, real crops).
 
 torchreid's ``RandomIdentitySampler`` draws ``num_instances`` (A) images per identity into a
 batch and uses each identity about ``images / A`` times per epoch. With A close to the number
@@ -45,3 +45,34 @@ def identity_sampler_warning(train: Iterable, num_instances: int,
             f" batch(es) per epoch, and ID losses can stay at chance for many epochs "
             f"(docs/RESULTS.md, real crops). Consider sampler.num_instances {suggested} "
             f"(at most half the images of a typical identity).")
+
+
+def identities_per_batch_error(train: Iterable, batch_size: int,
+                               num_instances: int) -> Optional[str]:
+    """The error of a batch that asks for more identities than the training set has, else None.
+
+    ``RandomIdentitySampler`` puts ``batch_size // num_instances`` identities in a batch and
+    asserts (a bare ``AssertionError``, while ``ImageDataManager`` is built) that the training
+    set has at least that many.
+
+    Args:
+        train: torchreid's training items ``(path, pid, camid, ...)``.
+        batch_size (int): ``train.batch_size``.
+        num_instances (int): ``sampler.num_instances`` (A).
+
+    Examples::
+
+        >>> identities_per_batch_error([("a", 0, 0), ("b", 1, 0)], batch_size=8, num_instances=2)
+        'train.batch_size=8 with sampler.num_instances=2 asks for 4 identities per batch, ...'
+    """
+    num_ids = len(images_per_identity(train))
+    per_batch = batch_size // max(1, num_instances)
+    if num_ids >= per_batch:
+        return None
+    fit_a = batch_size // max(1, num_ids)
+    return (f"train.batch_size={batch_size} with sampler.num_instances={num_instances} asks for "
+            f"{per_batch} identities per batch (batch_size // num_instances), but the training "
+            f"set has only {num_ids} identities. Use train.batch_size "
+            f"{max(num_instances, num_ids * num_instances)} or less (identities x num_instances)"
+            + (f", or sampler.num_instances {fit_a} or more" if num_ids and fit_a > num_instances
+               else "") + ".")

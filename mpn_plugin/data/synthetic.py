@@ -468,7 +468,7 @@ def generate_synthetic_dataset(root: str, cfg: Optional[SyntheticConfig] = None,
     jobs = _plan(cfg, identities, out_dir)
     if cfg.gt_bbox_per_id_cam:
         jobs += _plan_gt_bbox(cfg, jobs)
-    from tqdm import tqdm
+    from ..progress import progress_bar as tqdm  # throttled without a terminal
     if cfg.workers > 1:
         with Pool(cfg.workers) as pool:
             rows = list(tqdm(pool.imap(_render_image, jobs, chunksize=32), total=len(jobs),

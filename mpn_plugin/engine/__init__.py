@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Dict, Type
 
 from .baselines import SoftmaxEngine, TripletEngine
+from .divergence import LossDivergenceCheck, LossDivergenceError
 from .mixins import EngineMixin
 from .mpn_engine import MPNEngine, MPNLossConfig
 
@@ -56,8 +57,12 @@ def build_engine(cfg, datamanager, model, optimizer, scheduler=None, use_gpu: bo
     engine.warmup_epochs = cfg.train.warmup_epochs
     engine.amp_train = cfg.train.amp
     engine.amp_test = cfg.test.amp
+    engine.divergence_factor = cfg.train.divergence_factor
+    engine.checkpoint_freq = cfg.train.checkpoint_freq
+    engine.keep_last = cfg.train.keep_last
     return engine
 
 
 __all__ = ["ENGINES", "register_engine", "build_engine", "MPNEngine", "MPNLossConfig",
-           "SoftmaxEngine", "TripletEngine", "EngineMixin"]
+           "SoftmaxEngine", "TripletEngine", "EngineMixin", "LossDivergenceCheck",
+           "LossDivergenceError"]

@@ -2,18 +2,21 @@
 baselines), so that all models are trained and tested under the same protocol."""
 from __future__ import annotations
 
+import inspect
 import os
+import os.path as osp
 from collections import defaultdict
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
+from mpn_plugin.progress import progress_bar as tqdm  # throttled without a terminal
 
 from .. import compat
 from .. import distributed
 from ..evaluation import distance_matrix, evaluate_features, evaluate_rank
 from ..evaluation.multi_query import gt_bbox_loader, multi_query_summary, pool_multi_query
+from .divergence import LossDivergenceCheck
 
 
 def amp_dtype(device_type: str, scaled: bool = True) -> torch.dtype:
@@ -36,6 +39,14 @@ class EngineMixin(compat.SafeCheckpointMixin):
         multi_query (str): ``test.multi_query``: ``none``, or ``mean`` / ``max`` pooling of the
             gt_bbox/ features of each query's identity and camera (Market-1501 multi-query,
             :mod:`mpn_plugin.evaluation.multi_query`).
+        divergence_factor (float): ``train.divergence_factor``: every iteration's losses go
+            through :class:`~mpn_plugin.engine.divergence.LossDivergenceCheck` (non-finite or
+            this factor above the run's start: the run stops before its next checkpoint).
+        checkpoint_freq (int): ``train.checkpoint_freq``: also save a checkpoint after every
+            N-th epoch (torchreid saves only after its evaluations and at the end); 0 = off.
+        keep_last (int): ``train.keep_last``: keep only the last N epoch checkpoints this run
+            wrote (older ones of this run are deleted; others' files are never touched);
+            0 = keep all.
     """
 
     flip_test = False
@@ -43,7 +54,19 @@ class EngineMixin(compat.SafeCheckpointMixin):
     amp_train = False
     amp_test = False
     multi_query = "none"
+    divergence_factor = 1000.0
+    checkpoint_freq = 0
+    keep_last = 0
     last_results: dict = {}
+
+    def run(self, *args, **kwargs):
+        """torchreid's ``run``; its arguments are kept (``save_dir``, ``eval_freq``...) for the
+        periodic checkpoints, and the divergence check starts afresh."""
+        bound = inspect.signature(compat.engine.Engine.run).bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        self._run_args = bound.arguments
+        self._loss_check = LossDivergenceCheck(self.divergence_factor)
+        return super().run(*args, **kwargs)
 
     def autocast(self, enabled: bool, scaled: bool = True):
         """``torch.autocast`` on the engine's device (a no-op context when not enabled)."""
@@ -87,8 +110,12 @@ class EngineMixin(compat.SafeCheckpointMixin):
         sums, count = defaultdict(float), [0]
         step = self.forward_backward
 
+        check = self.__dict__.setdefault("_loss_check", LossDivergenceCheck(self.divergence_factor))
+
         def recorded_step(data):
             summary = step(data)
+            check(summary, context=f"epoch {self.epoch + 1}, batch {self.batch_idx + 1}, "
+                                   f"lr {self.optimizer.param_groups[0]['lr']:.3g}")
             for k, v in summary.items():
                 sums[k] += float(v)
             count[0] += 1
@@ -96,12 +123,27 @@ class EngineMixin(compat.SafeCheckpointMixin):
 
         self.forward_backward = recorded_step
         try:
-            return super().train(*args, **kwargs)
+            result = super().train(*args, **kwargs)
         finally:
             del self.forward_backward                     # back to the class's method
             if "loss_history" not in self.__dict__:
                 self.loss_history = []
             self.loss_history.append({k: v / max(count[0], 1) for k, v in sums.items()})
+        self.save_periodic_checkpoint()
+        return result
+
+    def save_periodic_checkpoint(self):
+        """After epoch ``self.epoch``: a checkpoint every ``checkpoint_freq`` epochs, except
+        where torchreid's ``run`` saves anyway (after an evaluation, at the last epoch)."""
+        args = self.__dict__.get("_run_args")
+        done = self.epoch + 1
+        if self.checkpoint_freq <= 0 or not args or done % self.checkpoint_freq:
+            return
+        evaluated = (args["eval_freq"] > 0 and done >= args["start_eval"]
+                     and done % args["eval_freq"] == 0)
+        if done == args["max_epoch"] or evaluated:
+            return
+        self.save_model(self.epoch, None, args["save_dir"])
 
     def test(self, *args, **kwargs):
         """torchreid's test on rank 0 only (other ranks return 0 and go on)."""
@@ -110,8 +152,23 @@ class EngineMixin(compat.SafeCheckpointMixin):
         return super().test(*args, **kwargs)
 
     def save_model(self, *args, **kwargs):
-        if distributed.is_main_process():
-            return super().save_model(*args, **kwargs)
+        """Checkpoints on rank 0 only; then the run's older ones beyond ``keep_last`` go."""
+        if not distributed.is_main_process():
+            return []
+        paths = super().save_model(*args, **kwargs)
+        written = self.__dict__.setdefault("_written_checkpoints", [])
+        for path in paths:
+            if path in written:
+                written.remove(path)
+            written.append(path)
+            if self.keep_last > 0:
+                same_folder = [p for p in written if osp.dirname(p) == osp.dirname(path)]
+                for old in same_folder[:-self.keep_last]:
+                    written.remove(old)
+                    if osp.isfile(old):
+                        os.remove(old)
+                        print(f'Removed "{old}" (train.keep_last {self.keep_last})')
+        return paths
 
     def apply_warmup(self):
         """Called once per iteration before the optimiser step."""

@@ -146,7 +146,7 @@ class GtBboxImages(torch.utils.data.Dataset):
     def __getitem__(self, index):
         from .. import compat
         path, pid, camid = self.items[index]
-        img = compat.utils.read_image(path)
+        img = compat.read_image(path)
         if self.transform is not None:
             img = self.transform(img)
         return {"img": img, "pid": pid, "camid": camid, "impath": path, "dsetid": 0}

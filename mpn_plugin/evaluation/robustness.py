@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from tqdm import tqdm
+from mpn_plugin.progress import progress_bar as tqdm  # throttled without a terminal
 
 from .. import compat
 from .perturbations import MEAN_FILL, Perturbation, choose_occluder, image_seed, perturbations
@@ -76,7 +76,7 @@ def load_split(dataset: str, root: str) -> Tuple[Split, Split]:
 
 def read_rgb(path: str) -> np.ndarray:
     """An image as torchreid reads it (PIL, RGB), as a (H, W, 3) uint8 array."""
-    return np.asarray(compat.utils.read_image(path))
+    return np.asarray(compat.read_image(path))
 
 
 def part_count(model: torch.nn.Module) -> Optional[int]:
@@ -177,7 +177,7 @@ class ReidModel:
         bs = int(self.cfg.test.batch_size)
         steps = range(0, len(images), bs)
         for s in tqdm(steps, desc=desc, leave=False, disable=desc is None, unit="batch"):
-            batch = [Image.fromarray(x) if isinstance(x, np.ndarray) else compat.utils.read_image(x)
+            batch = [Image.fromarray(x) if isinstance(x, np.ndarray) else compat.read_image(x)
                      for x in images[s:s + bs]]
             x = torch.stack([self.transform(im) for im in batch]).to(self.device)
             with torch.autocast(self.device.type, dtype=torch.bfloat16 if self.device.type == "cpu"

@@ -54,7 +54,10 @@ class MPNConfig:
         backbone (str): torchreid backbone name (``resnet50`` in the paper).
         last_stride (int): ResNet layer4 stride (1: F is 24x8 at 384x128).
         num_parts (int): K.
-        dim (int): channels of both 1x1 convs (512).
+        dim (int): channels of both 1x1 convs, D (512: the paper's, for 2048-channel
+            ResNet-50). A smaller D is the cheaper head option for light trunks (on
+            MobileNetV2 the K first convs cost more than the trunk at D = 512): MPN°
+            keeps the Baseline's test-time parameters at any D (docs/RESULTS.md).
         use_attention (bool): channel attention (CA) after GMP (MPN: True, MPN°: False).
         attention_reduction (int): CA reduction rate (4 in the authors' release).
         tasks (str): ``mt_at`` (MTL), ``mt_only`` (MT Only) or ``at_only`` (Baseline).
@@ -106,6 +109,14 @@ class MPNConfig:
                              f"{CLASSIFIER_NECKS}")
         if self.num_parts < 1:
             raise ValueError(f"mpn num_parts must be >= 1, got {self.num_parts}")
+        if self.dim < 1:
+            raise ValueError(f"mpn.dim (D, channels of the heads' 1x1 convs) must be >= 1, got "
+                             f"{self.dim}; the paper uses 512 (ResNet-50), 128-256 cut the "
+                             f"heads' cost on light trunks (docs/RESULTS.md)")
+        if self.use_attention and self.dim // self.attention_reduction < 1:
+            raise ValueError(f"mpn.attention_reduction={self.attention_reduction} leaves no "
+                             f"channel in the CA of mpn.dim={self.dim}: use a reduction <= "
+                             f"mpn.dim (4 in the authors' release)")
         if self.backbone_attention not in BACKBONE_ATTENTIONS:
             raise ValueError(f"mpn backbone_attention='{self.backbone_attention}' is not one of "
                              f"{BACKBONE_ATTENTIONS}")

@@ -17,6 +17,7 @@ from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from .batchnorm_relu_max import batch_norm_relu_max, can_fuse
 
@@ -57,7 +58,9 @@ class GroupedLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 3:  # (B, K, in) -> (B, K, out)
-            y = torch.einsum("bki,koi->bko", x, self.weight)
+            # weight first, (K, out, in) x (K, in, B): the weight's gradient comes out in the
+            # weight's own layout (an einsum gives it transposed, and autograd then copies it)
+            y = torch.bmm(self.weight, x.permute(1, 2, 0)).permute(2, 0, 1)
             return y if self.bias is None else y + self.bias
         # (B, K, in, L) -> (B, K, out, L): K batched GEMMs
         y = torch.matmul(self.weight.unsqueeze(0), x)
@@ -70,6 +73,23 @@ class GroupedLinear(nn.Module):
         y = y.view(B, self.num_groups, self.out_features, L)
         return y if self.bias is None else y + self.bias.unsqueeze(-1)
 
+    def shared_input_conv(self, feature_map: torch.Tensor,
+                          weight: Optional[torch.Tensor] = None,
+                          bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """All K maps on the same input as ONE 1x1 convolution: (B, in, H, W) -> (B, K*out, H, W).
+
+        The same function as :meth:`shared_input`, run by the convolution kernel (oneDNN on
+        CPU, cuDNN on CUDA) that runs the backbone and torchreid's models, instead of a BLAS
+        GEMM: on a CPU where BLAS is slower than oneDNN for these shapes (measured 1.9x on an
+        AVX-512 EPYC, docs/RESULTS.md), the heads then cost what their FLOPs say, relative to
+        the trunk. The (K, out, in) weight is viewed as (K*out, in, 1, 1), so its gradient
+        comes back in its own layout (no copy). ``weight``/``bias``: (K*out, in) / (K*out,)
+        replacements (the BN-folded weights at inference)."""
+        w = self.weight if weight is None else weight
+        if bias is None and self.bias is not None:
+            bias = self.bias.reshape(-1)
+        return F.conv2d(feature_map, w.reshape(-1, self.in_features, 1, 1), bias)
+
     def shared_input_channels_last(self, x: torch.Tensor) -> torch.Tensor:
         """All K maps on the same input, positions first: (B, L, in) -> (B, L, K*out) as ONE
         GEMM with M = B*L rows (the layout BLAS runs best, no transposed copies)."""
@@ -77,9 +97,14 @@ class GroupedLinear(nn.Module):
         return y if self.bias is None else y + self.bias.view(-1)
 
     def channels_last(self, x: torch.Tensor) -> torch.Tensor:
-        """Map k on its own input, positions first: (K, N, in) -> (K, N, out), K GEMMs with
-        M = N rows (N = B*L: all images of part k at once)."""
-        y = torch.bmm(x, self.weight.transpose(1, 2))
+        """Map k on its own input, positions first: (K, N, in) -> (K, N, out), K GEMMs over
+        N = B*L positions (all images of part k at once).
+
+        Computed weight first, ``(W_k x_k^T)^T``: the result is a transposed view of a
+        (K, out, N) tensor, and the weight's gradient ``G_k^T x_k`` comes out in the weight's
+        own (K, out, in) layout (``x_k W_k^T`` gives it as (K, in, out), which autograd copies
+        into the weight's layout: a weight-sized copy per step)."""
+        y = torch.bmm(self.weight, x.transpose(1, 2)).transpose(1, 2)
         return y if self.bias is None else y + self.bias.unsqueeze(1)
 
     def extra_repr(self) -> str:
@@ -129,6 +154,14 @@ class ConvBNReLU(nn.Module):
         y = self.conv.shared_input_channels_last(x)                      # (B, L, K*out)
         return batch_norm_relu_max(y, self.bn).view(B, self.conv.num_groups, -1)
 
+    def shared_input_max_train_conv(self, feature_map: torch.Tensor) -> torch.Tensor:
+        """:meth:`shared_input_max_train` with the GEMM as one 1x1 convolution
+        (:meth:`GroupedLinear.shared_input_conv`): (B, in, H, W) -> (B, K, out); the same
+        function and gradients up to float rounding."""
+        B = feature_map.shape[0]
+        y = self.conv.shared_input_conv(feature_map).flatten(2).transpose(1, 2)  # (B, L, K*out)
+        return batch_norm_relu_max(y, self.bn).view(B, self.conv.num_groups, -1)
+
     def parts_max_train(self, x: torch.Tensor) -> torch.Tensor:
         """Training path of ``forward(x).amax(-1)`` for the auxiliary tasks: (K, B, L, in) ->
         (B, K, out); K GEMMs over all images of a part, then BN + ReLU + GMP fused."""
@@ -163,13 +196,26 @@ class ConvBNReLU(nn.Module):
                 object.__setattr__(self, "_folded_cache", cache)   # not a buffer/state entry
         return cache[1], cache[2]
 
-    def shared_input_max(self, x: torch.Tensor) -> torch.Tensor:
+    def shared_input_max(self, x: torch.Tensor, positions_first: bool = False) -> torch.Tensor:
         """Inference fast path of ``forward(x, shared_input=True).amax(-1)``: BN folded into
         the one GEMM, max over positions before the bias and ReLU (both monotone), so the
         element-wise work runs on (B, K*out) vectors instead of (B, K*out, L) maps.
-        (B, in, L) -> (B, K, out); equal to the reference up to float rounding."""
+        (B, in, L) -> (B, K, out); equal to the reference up to float rounding.
+
+        A 4-D x (B, in, H, W) runs the GEMM as one 1x1 convolution
+        (:meth:`GroupedLinear.shared_input_conv`, layout ``conv``).
+        ``positions_first``: x is (B, L, in) and the GEMM is ONE ``(B*L, in) x (in, K*out)``
+        product (the weight is read once) instead of B products ``(K*out, in) x (in, L)``
+        (no copy of F to positions-first); which is faster depends on the machine and on L
+        (:attr:`PartHeads.inference_layout`)."""
         weight, bias = self.folded()
-        y = torch.matmul(weight, x).amax(dim=-1) + bias                  # (B, K*out)
+        if x.dim() == 4:             # (B, in, H, W): one 1x1 convolution (the default layout)
+            y = self.conv.shared_input_conv(x, weight).flatten(2).amax(dim=-1) + bias
+        elif positions_first:        # reshape copies F once: one (B*L, in) GEMM, not B
+            B, L, C = x.shape
+            y = torch.mm(x.reshape(B * L, C), weight.t()).view(B, L, -1).amax(dim=1) + bias
+        else:
+            y = torch.matmul(weight, x).amax(dim=-1) + bias
         return torch.relu(y).view(x.shape[0], self.conv.num_groups, self.conv.out_features)
 
     def parts_max_folded(self, x: torch.Tensor) -> torch.Tensor:
@@ -213,6 +259,15 @@ class ChannelAttention(nn.Module):
         return v * a
 
 
+#: layouts of the main tasks' inference GEMM (:attr:`PartHeads.inference_layout`): ``conv``
+#: (one 1x1 convolution on F, the backbone's kernel), ``channels_first`` (B BLAS GEMMs on F as
+#: it comes), ``positions_first`` (F copied positions-first, one BLAS GEMM with B*L rows)
+INFERENCE_LAYOUTS = ("conv", "channels_first", "positions_first")
+#: kernels of the main tasks' first layer in training (:attr:`PartHeads.training_kernel`):
+#: ``conv`` (one 1x1 convolution) or ``gemm`` (one BLAS GEMM on F copied positions-first)
+TRAINING_KERNELS = ("conv", "gemm")
+
+
 class PartHeads(nn.Module):
     """The K part heads of one task (MT or AT); see the module docstring.
 
@@ -230,6 +285,11 @@ class PartHeads(nn.Module):
         self.second = second
         self.fast_inference = True   # eval + no_grad: BN folded into the first GEMM
         self.fused_training = True   # training: first BN + ReLU + GMP fused (same function)
+        #: layout of the main tasks' inference GEMM (:data:`INFERENCE_LAYOUTS`, default
+        #: ``conv``) and kernel of their training GEMM (:data:`TRAINING_KERNELS`, default
+        #: ``conv``): same features and gradients up to float rounding (tested)
+        self.inference_layout = "conv"
+        self.training_kernel = "conv"
 
     @property
     def num_parts(self) -> int:
@@ -246,14 +306,30 @@ class PartHeads(nn.Module):
         At inference (eval mode, ``fast_inference``) the first conv + BN + ReLU + GMP run as
         :meth:`ConvBNReLU.shared_input_max` (BN folded, max before the affine): same features
         up to float rounding, less element-wise work on the (B, K*D, H*W) map. In training
-        (``fused_training``) F is taken positions-first for one GEMM and BN + ReLU + GMP run
-        fused (:meth:`ConvBNReLU.shared_input_max_train`): same function and gradients."""
+        (``fused_training``) the K first convs run as one 1x1 convolution (``training_kernel
+        conv``, or one GEMM on F taken positions-first: ``gemm``) and BN + ReLU + GMP run
+        fused (:meth:`ConvBNReLU.shared_input_max_train_conv`): same function and gradients.
+        ``inference_layout`` picks the layout of the inference GEMM (all tested equal)."""
         B, C = feature_map.shape[:2]
         if self.fused_training and self.first.can_fuse():
+            if self.training_kernel not in TRAINING_KERNELS:
+                raise ValueError(f"PartHeads.training_kernel='{self.training_kernel}' is not "
+                                 f"one of {TRAINING_KERNELS}")
+            if self.training_kernel == "conv":
+                return self._vector_stage(self.first.shared_input_max_train_conv(feature_map))
             x = feature_map.permute(0, 2, 3, 1).reshape(B, -1, C)             # (B, H*W, C)
             return self._vector_stage(self.first.shared_input_max_train(x))
+        fast = self.fast_inference and self.first.can_fold() and not torch.is_grad_enabled()
+        if fast and self.inference_layout not in INFERENCE_LAYOUTS:
+            raise ValueError(f"PartHeads.inference_layout='{self.inference_layout}' is not one "
+                             f"of {INFERENCE_LAYOUTS}")
+        if fast and self.inference_layout == "conv":
+            return self._vector_stage(self.first.shared_input_max(feature_map))
+        if fast and self.inference_layout == "positions_first":
+            x = feature_map.permute(0, 2, 3, 1).reshape(B, -1, C)             # (B, H*W, C)
+            return self._vector_stage(self.first.shared_input_max(x, positions_first=True))
         x = feature_map.reshape(B, C, -1)
-        if self.fast_inference and self.first.can_fold() and not torch.is_grad_enabled():
+        if fast:
             return self._vector_stage(self.first.shared_input_max(x))
         y = self.first(x, shared_input=True)                                # (B, K, D, H*W)
         return self._vector_stage(y.amax(dim=-1))                          # GMP -> (B, K, D)

@@ -8,7 +8,9 @@ For every image and every channel of F:
    interpolation (this corrects pedestrian detection errors);
 3. the resized map is split uniformly into K horizontal strips; strip k is P_k.
 
-Steps 2-3 are one batched bilinear resampling along the rows (columns are kept as they are):
+Steps 2-3 are one batched bilinear resampling along the rows (columns are kept as they are),
+computed as a batched matrix product with a (R, H) interpolation matrix per image (two
+non-zeros per row):
 for image b with ROI rows ``[r0, r1) = [top * H, bottom * H)``, output row i of
 ``R = K * strip_height`` rows samples F at
 ``y = r0 + (i + 0.5) * (r1 - r0) / R - 0.5``, clamped to the ROI's rows ``[floor(r0), ceil(r1) - 1]``
@@ -88,10 +90,14 @@ def part_feature_maps(feature_map: torch.Tensor, num_parts: int,
     y = torch.maximum(y, torch.floor(top))
     y = torch.minimum(y, torch.ceil(bottom) - 1).clamp(0, H - 1)
     y0 = torch.floor(y)
-    w = (y - y0).view(B, R, 1, 1)                                     # weight of the next row
-    y0 = y0.long()
+    w = (y - y0).unsqueeze(2)                                         # weight of the next row
+    y0 = y0.long().unsqueeze(2)
     y1 = (y0 + 1).clamp(max=H - 1)
-    b = torch.arange(B, device=x.device).unsqueeze(1)                 # (B, 1)
-    rows = x[b, :, y0] * (1 - w) + x[b, :, y1] * w                    # (B, R, C, W)
-    # (B, R, C, W) -> (B, K, h, C, W) -> (B, K, C, h, W)
+    # interpolation matrix A (B, R, H): row i holds 1 - w at y0 and w at y1 (added up where
+    # they coincide), so rows = A_b F_b is the resampling as ONE batched GEMM (its backward is
+    # A_b^T G_b), instead of two row gathers whose backward scatters (index_put) into F
+    interp = torch.zeros(B, R, H, device=x.device, dtype=x.dtype)
+    interp.scatter_add_(2, y0, 1 - w).scatter_add_(2, y1, w)
+    rows = torch.bmm(interp, x.transpose(1, 2).reshape(B, H, C * W))  # (B, R, C*W)
+    # (B, R, C*W) -> (B, K, h, C, W) -> (B, K, C, h, W)
     return rows.view(B, K, h, C, W).permute(0, 1, 3, 2, 4)

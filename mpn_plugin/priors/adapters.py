@@ -6,6 +6,8 @@
   (LIP/ATR-style PNGs, e.g. from the human parsing model [44]) and foreground masks ([45]),
   matched to the images by relative path;
 * :class:`KeypointsAdapter`: COCO-17 keypoints per image (JSON), optionally with masks;
+* :mod:`mpn_plugin.priors.importers`: bpbreid's part-confidence ``.npy`` files and KPR's
+  keypoint JSONs;
 * ``mediapipe_adapter.MediapipeAdapter`` (separate environment, see third_party/README.md).
 
 Only numpy and OpenCV are needed here.
@@ -31,6 +33,71 @@ def _read_map(path: str) -> Optional[np.ndarray]:
     return cv2.imread(path, cv2.IMREAD_UNCHANGED)
 
 
+def read_label_map(path: str) -> Optional[np.ndarray]:
+    """A parsing label map (H, W) of label ids, or None when there is no such file.
+
+    Palette PNGs (what SCHP and most parsing tools write: mode ``P``) keep their indices;
+    OpenCV would expand them to the palette colours. Grey PNGs are read as they are.
+
+    Raises:
+        ValueError: a colour image that is not a label map (e.g. a visualisation).
+    """
+    if not osp.isfile(path):
+        return None
+    from PIL import Image
+
+    with Image.open(path) as im:
+        mode = im.mode
+        arr = np.array(im)
+    if arr.ndim == 3:
+        if mode in ("RGB", "RGBA") and (arr[..., :3] == arr[..., :1]).all():
+            return arr[..., 0]
+        raise ValueError(f"'{path}' is a {mode} colour image, not a label map: a parsing map must "
+                         f"store one label id per pixel (a palette or greyscale PNG, as SCHP's "
+                         f"simple_extractor.py writes); colour visualisations cannot be read")
+    return arr
+
+
+def find_beside(folder: str, relpath: str, suffixes) -> Optional[str]:
+    """The tool output of image ``relpath`` in ``folder``: the first existing
+    ``<folder>/<p><suffix>`` for ``p`` = the relpath without extension (a mirrored tree), then
+    ``<parent folder name>/<stem>`` (bpbreid / KPR layout), then ``<stem>`` (a flat folder)."""
+    stem = osp.splitext(relpath)[0]
+    parent = osp.basename(osp.dirname(relpath))
+    name = osp.basename(stem)
+    for base in dict.fromkeys([stem, osp.join(parent, name), name]):
+        for suffix in suffixes:
+            path = osp.join(folder, base + suffix)
+            if osp.isfile(path):
+                return path
+    return None
+
+
+def keypoint_rows_mask(keypoints: np.ndarray, image_hw: Tuple[int, int], min_score: float,
+                       head_margin: float = 0.08, foot_margin: float = 0.04) -> Optional[np.ndarray]:
+    """A full-width person mask from the rows the keypoints span: from the topmost keypoint
+    (minus ``head_margin`` x their height) to the lowest (plus ``foot_margin``); None when no
+    keypoint reaches ``min_score``."""
+    H, W = image_hw
+    good = keypoints[keypoints[:, 2] >= min_score]
+    if not len(good):
+        return None
+    span = good[:, 1].max() - good[:, 1].min()
+    y0 = int(np.clip(good[:, 1].min() - head_margin * span, 0, H - 1))
+    y1 = int(np.clip(np.ceil(good[:, 1].max() + foot_margin * span), 0, H))
+    fg = np.zeros((H, W), bool)
+    fg[y0:max(y1, y0 + 1)] = True
+    return fg
+
+
+def image_size(image_path: str) -> Tuple[int, int]:
+    """(H, W) of an image file."""
+    img = cv2.imread(image_path, cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise ValueError(f"cannot read image '{image_path}'")
+    return img.shape[:2]
+
+
 class SyntheticMapsAdapter:
     """The synthetic dataset's ``maps/<split>/<stem>_{parsing,segmentation}.png``.
 
@@ -50,47 +117,62 @@ class SyntheticMapsAdapter:
         head, legs = evidence_from_parsing(parsing, self.config)
         masks = [seg, None if parsing is None else (parsing > 0)]
         mask, case = union_person_mask(head, legs, masks)
-        return mask, case, {"head": head, "legs": legs, "parsing": parsing is not None,
-                            "segmentation": seg is not None}
+        info = {"head": head, "legs": legs, "parsing": parsing is not None,
+                "segmentation": seg is not None}
+        if parsing is None:
+            info["missing"] = stem + "_parsing.png"
+        return mask, case, info
 
 
 class ParsingFolderAdapter:
-    """Bring your own tool outputs, matched to images by relative path.
+    """Bring your own tool outputs: parsing label maps (e.g. SCHP's palette PNGs in the LIP,
+    ATR or Pascal-Person-Part label set) and optional foreground masks, found by
+    :func:`find_beside` (mirrored tree, ``<split>/<stem>``, or flat folder).
 
     Args:
-        parsing_dir (str): label maps at ``<parsing_dir>/<relpath without ext><suffix>``.
+        parsing_dir (str): folder of label maps.
         mask_dir (str, optional): foreground masks (non-zero = person), same naming.
         suffix (str): file name ending of the maps (``.png``).
-        config (PriorConfig): label sets (LIP by default; set ``head_labels`` etc. for ATR).
+        config (PriorConfig): label ids (LIP by default; ``PriorConfig.preset("atr")``...).
+
+    Examples::
+
+        >>> adapter = ParsingFolderAdapter("data/market_schp_atr", config=PriorConfig.preset("atr"))
+        >>> mask, case, info = adapter(image_path, relpath)
     """
-    name, version = "parsing_folder", "1"
+    name, version = "parsing_folder", "2"
 
     def __init__(self, parsing_dir: str, mask_dir: str = "", suffix: str = ".png",
                  config: PriorConfig = PriorConfig()):
+        for what, folder in (("parsing", parsing_dir), ("mask", mask_dir)):
+            if folder and not osp.isdir(folder):  # a typo would give 100% fallback priors
+                raise FileNotFoundError(f"{what} folder '{folder}' (--{what}-dir) does not exist: "
+                                        f"give the folder holding the {what} maps")
         self.parsing_dir, self.mask_dir, self.suffix, self.config = parsing_dir, mask_dir, suffix, config
 
-    def _path(self, folder, relpath):
-        return osp.join(folder, osp.splitext(relpath)[0] + self.suffix)
-
     def __call__(self, image_path: str, relpath: str) -> StageOne:
-        parsing = _read_map(self._path(self.parsing_dir, relpath))
-        if parsing is not None and parsing.ndim == 3:
-            parsing = parsing[..., 0]
-        fg = _read_map(self._path(self.mask_dir, relpath)) if self.mask_dir else None
-        if fg is not None and fg.ndim == 3:
-            fg = fg.max(-1)
+        found = find_beside(self.parsing_dir, relpath, (self.suffix,))
+        parsing = read_label_map(found) if found else None
+        fg = None
+        if self.mask_dir:
+            mask_path = find_beside(self.mask_dir, relpath, (self.suffix,))
+            fg = _read_map(mask_path) if mask_path else None
+            if fg is not None and fg.ndim == 3:
+                fg = fg.max(-1)
         head, legs = evidence_from_parsing(parsing, self.config)
         mask, case = union_person_mask(head, legs, [fg, None if parsing is None else parsing > 0])
-        return mask, case, {"head": head, "legs": legs}
+        info = {"head": head, "legs": legs}
+        if parsing is None:
+            info["missing"] = osp.join(self.parsing_dir, osp.splitext(relpath)[0] + self.suffix)
+        return mask, case, info
 
 
 class KeypointsAdapter:
     """COCO-17 keypoints: one JSON file mapping relpath -> [[x, y, score] * 17] (pixels).
 
     Presence: :func:`~mpn_plugin.priors.pipeline.evidence_from_keypoints`. Person mask: the
-    matching file of ``mask_dir`` when given, else the box from the topmost head keypoint
-    (minus ``head_margin`` x the keypoints' height) to the lowest ankle (plus ``foot_margin``),
-    full width (a rectangle: only the ROI is informative then).
+    matching file of ``mask_dir`` when given, else :func:`keypoint_rows_mask` (a rectangle:
+    only the ROI is informative then).
     """
     name, version = "keypoints", "1"
 
@@ -101,25 +183,19 @@ class KeypointsAdapter:
         self.mask_dir, self.min_score = mask_dir, min_score
         self.head_margin, self.foot_margin = head_margin, foot_margin
 
-    def __call__(self, image_path: str, relpath: str) -> StageOne:
-        img = cv2.imread(image_path, cv2.IMREAD_UNCHANGED)
-        if img is None:
-            raise ValueError(f"cannot read image '{image_path}'")
-        H, W = img.shape[:2]
-        kp = self.keypoints.get(relpath)
+    def stage_one(self, kp: Optional[np.ndarray], image_path: str, relpath: str) -> StageOne:
+        """Stage 1 from the (17, 3) keypoints of the person (None = no keypoints)."""
         if kp is None:
             return None, "fallback", {"keypoints": False}
-        head, legs = evidence_from_keypoints(kp, self.min_score, (H, W))
+        hw = image_size(image_path)
+        head, legs = evidence_from_keypoints(kp, self.min_score, hw)
         if self.mask_dir:
-            fg = _read_map(osp.join(self.mask_dir, osp.splitext(relpath)[0] + ".png"))
+            mask_path = find_beside(self.mask_dir, relpath, (".png",))
+            fg = _read_map(mask_path) if mask_path else None
         else:
-            good = kp[kp[:, 2] >= self.min_score]
-            fg = None
-            if len(good):
-                span = good[:, 1].max() - good[:, 1].min()
-                y0 = int(max(0, good[:, 1].min() - self.head_margin * span))
-                y1 = int(min(H, np.ceil(good[:, 1].max() + self.foot_margin * span)))
-                fg = np.zeros((H, W), bool)
-                fg[y0:max(y1, y0 + 1)] = True
+            fg = keypoint_rows_mask(kp, hw, self.min_score, self.head_margin, self.foot_margin)
         mask, case = union_person_mask(head, legs, [fg])
         return mask, case, {"head": head, "legs": legs}
+
+    def __call__(self, image_path: str, relpath: str) -> StageOne:
+        return self.stage_one(self.keypoints.get(relpath), image_path, relpath)

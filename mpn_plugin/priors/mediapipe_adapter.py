@@ -106,6 +106,7 @@ class MediapipeAdapter:
         union = soft >= self.mask_threshold
         landmarks = p.pose_landmarks.landmark if p.pose_landmarks else None
         head, legs = self.evidence(landmarks, union)
+        info = {"head": head, "legs": legs, "detected": landmarks is not None}
         if not (head and legs and union.any()):
-            return None, "fallback", {"head": head, "legs": legs}
-        return union, "prior", {"head": head, "legs": legs}
+            return None, "fallback", info
+        return union, "prior", info

@@ -34,6 +34,31 @@ LIP_LEFT_LEG = (16, 18)
 LIP_RIGHT_LEG = (17, 19)
 LIP_PANTS = (9,)
 
+# The label maps of the three SCHP models (Self-Correction Human Parsing) and their head / leg
+# label ids, used by PriorConfig.preset. Index = the label value stored in the PNG.
+LABEL_MAPS = {
+    "lip": ("background", "hat", "hair", "glove", "sunglasses", "upper-clothes", "dress", "coat",
+            "socks", "pants", "jumpsuits", "scarf", "skirt", "face", "left-arm", "right-arm",
+            "left-leg", "right-leg", "left-shoe", "right-shoe"),
+    "atr": ("background", "hat", "hair", "sunglasses", "upper-clothes", "skirt", "pants", "dress",
+            "belt", "left-shoe", "right-shoe", "face", "left-leg", "right-leg", "left-arm",
+            "right-arm", "bag", "scarf"),
+    "pascal": ("background", "head", "torso", "upper-arms", "lower-arms", "upper-legs",
+               "lower-legs"),
+}
+LABEL_PRESETS = {
+    # head: hat, hair, sunglasses, face; a leg side: that leg + that shoe; pants in the lowest
+    # quarter of the person count for both sides
+    "lip": dict(head_labels=LIP_HEAD, left_leg_labels=LIP_LEFT_LEG, right_leg_labels=LIP_RIGHT_LEG,
+                pants_labels=LIP_PANTS),
+    "atr": dict(head_labels=(1, 2, 3, 11), left_leg_labels=(12, 9), right_leg_labels=(13, 10),
+                pants_labels=(6,)),
+    # Pascal-Person-Part has no sides and no shoes: lower legs are the leg evidence (a crop cut
+    # at the knees shows upper legs only)
+    "pascal": dict(head_labels=(1,), left_leg_labels=(6,), right_leg_labels=(),
+                   pants_labels=()),
+}
+
 
 @dataclass
 class PriorConfig:
@@ -57,6 +82,21 @@ class PriorConfig:
     left_leg_labels: Sequence[int] = LIP_LEFT_LEG
     right_leg_labels: Sequence[int] = LIP_RIGHT_LEG
     pants_labels: Sequence[int] = LIP_PANTS
+
+    @classmethod
+    def preset(cls, label_set: str, **overrides) -> "PriorConfig":
+        """The config for parsing maps in one of :data:`LABEL_MAPS` (``lip``, ``atr``,
+        ``pascal``), with the head / leg label ids of :data:`LABEL_PRESETS`.
+
+        Examples::
+
+            >>> PriorConfig.preset("atr").head_labels
+            (1, 2, 3, 11)
+        """
+        if label_set not in LABEL_PRESETS:
+            raise ValueError(f"unknown parsing label set '{label_set}': use one of "
+                             f"{sorted(LABEL_PRESETS)} (or set head_labels etc. yourself)")
+        return cls(**dict(LABEL_PRESETS[label_set], **overrides))
 
 
 @dataclass
@@ -129,6 +169,34 @@ def evidence_from_keypoints(keypoints: np.ndarray, min_score: float = 0.3,
     head = any(ok(j) for j in COCO_HEAD)
     legs = all(ok(j) for j in COCO_LEFT_LEG) or all(ok(j) for j in COCO_RIGHT_LEG)
     return head, legs
+
+
+FALLBACK_REASONS = ("tool_error", "no_tool_output", "no_detection", "no_head", "no_legs",
+                    "no_head_no_legs", "empty_mask")
+
+
+def fallback_reason(case: str, info: dict) -> str:
+    """Why an image got the fallback prior, from the stage-1 ``info`` of an adapter ("" for a
+    prior): ``tool_error`` (the tool raised), ``no_tool_output`` (no label file / mask for
+    the image), ``no_detection`` (the tool ran but found no person, e.g. no pose),
+    ``no_head``, ``no_legs``, ``no_head_no_legs``, or ``empty_mask`` (head and legs found but
+    the person mask is empty at feature size)."""
+    if case == "prior":
+        return ""
+    if "error" in info:
+        return "tool_error"
+    if info.get("missing") or info.get("keypoints") is False or info.get("masks") == 0:
+        return "no_tool_output"
+    if info.get("detected") is False:
+        return "no_detection"
+    head, legs = info.get("head"), info.get("legs")
+    if head is False and legs is False:
+        return "no_head_no_legs"
+    if head is False:
+        return "no_head"
+    if legs is False:
+        return "no_legs"
+    return "empty_mask"
 
 
 def union_person_mask(head_present: bool, legs_present: bool,
