@@ -338,11 +338,12 @@ def main(argv=None):
         adapter = build_adapter(args, dataset_dir)
     except (FileNotFoundError, NotADirectoryError) as exc:  # e.g. a typo in --parsing-dir
         raise SystemExit(str(exc)) from None
+    config = getattr(adapter, "config", pipeline.PriorConfig())  # stage 1 (labels) and stage 2
     out = args.out or osp.join(cache_dir, f"priors_{args.adapter}_{feature_size[0]}x{feature_size[1]}.npz")
     fingerprint = cache_mod.dataset_fingerprint(dataset_dir, [r for _, r in items])
     header = {"tool": adapter.name, "tool_version": adapter.version,
               "feature_size": list(feature_size), "fingerprint": fingerprint,
-              "dataset_dir": dataset_dir, "config": vars(getattr(adapter, "config", pipeline.PriorConfig())),
+              "dataset_dir": dataset_dir, "config": vars(config),
               "command": (read_file_list_command(args.file_list) if args.file_list else
                           regenerate_command(args))}
     header["config"] = {k: list(v) if isinstance(v, tuple) else v for k, v in header["config"].items()}
@@ -357,7 +358,7 @@ def main(argv=None):
                                  f"{header['command']} --overwrite")
         os.remove(out)
     writer = cache_mod.PriorCacheWriter(out, header, image_root=dataset_dir, overwrite=args.overwrite)
-    todo = [(path, rel, feature_size, pipeline.PriorConfig()) for path, rel in items
+    todo = [(path, rel, feature_size, config) for path, rel in items
             if rel not in writer.done]
     print(f"{len(items)} images ({len(items) - len(todo)} already done), adapter {adapter.name}, "
           f"feature size {feature_size}, {args.workers} workers -> {out}")

@@ -18,9 +18,8 @@ import os.path as osp
 from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, Iterable, List, Sequence, Tuple
 
-from mpn_plugin.progress import progress_bar as tqdm  # throttled without a terminal
-
 from .. import compat
+from ..progress import progress_bar as tqdm  # throttled without a terminal
 
 CORRUPT_IMAGE_POLICIES = ("error", "skip")
 

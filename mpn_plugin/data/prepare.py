@@ -101,8 +101,23 @@ def _folder_entries(folder: str) -> Tuple[List[str], List[Tuple[str, str]]]:
     return files, unusable
 
 
-def _images_under(folder: str) -> List[str]:
+def images_under(folder: str) -> List[str]:
+    """Every file under ``folder`` (recursive, sorted; broken links and folders left out)."""
     return _folder_entries(folder)[0]
+
+
+def preset_regex(preset: str):
+    """(regex, camera function or None) of a naming scheme of :data:`PRESETS`."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; known: {sorted(PRESETS)}")
+    return PRESETS[preset]
+
+
+def identity_from_match(match, cam_fn=None) -> Tuple[int, int]:
+    """(pid, camid) of a file-name match of a pattern / preset regex (``ValueError`` when
+    they are not integers)."""
+    g = match.groupdict()
+    return int(g["pid"]), (cam_fn(g) if cam_fn else int(g["cam"]))
 
 
 def pattern_to_regex(pattern: str) -> str:
@@ -138,10 +153,9 @@ def _scan_with_regex(folder: str, regex: str, cam_fn=None, on_name: bool = True)
                       else "name does not match the pattern")
             scan.skipped.append((rel, reason))
             continue
-        g = m.groupdict()
         try:
-            cam = cam_fn(g) if cam_fn else int(g["cam"])
-            scan.candidates.append(Candidate(path, int(g["pid"]), cam, rel))
+            pid, cam = identity_from_match(m, cam_fn)
+            scan.candidates.append(Candidate(path, pid, cam, rel))
         except ValueError:
             scan.skipped.append((rel, "pid/camera is not an integer"))
     return scan
@@ -159,9 +173,7 @@ def scan_regex(folder: str, regex: str) -> Scan:
 
 def scan_preset(folder: str, preset: str) -> Scan:
     """Candidates from a known naming scheme (:data:`PRESETS`)."""
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; known: {sorted(PRESETS)}")
-    regex, cam_fn = PRESETS[preset]
+    regex, cam_fn = preset_regex(preset)
     scan = _scan_with_regex(folder, regex, cam_fn)
     special = PRESET_SPECIAL_PIDS.get(preset)
     if special:

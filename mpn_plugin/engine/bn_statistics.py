@@ -14,7 +14,8 @@ from typing import Iterable
 
 import torch
 import torch.nn as nn
-from mpn_plugin.progress import progress_bar as tqdm  # throttled without a terminal
+
+from ..progress import progress_bar as tqdm  # throttled without a terminal
 
 
 @torch.no_grad()

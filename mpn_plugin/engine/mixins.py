@@ -10,8 +10,8 @@ from collections import defaultdict
 import numpy as np
 import torch
 import torch.nn.functional as F
-from mpn_plugin.progress import progress_bar as tqdm  # throttled without a terminal
 
+from ..progress import progress_bar as tqdm  # throttled without a terminal
 from .. import compat
 from .. import distributed
 from ..evaluation import distance_matrix, evaluate_features, evaluate_rank

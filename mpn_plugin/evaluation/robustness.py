@@ -30,8 +30,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from mpn_plugin.progress import progress_bar as tqdm  # throttled without a terminal
 
+from ..progress import progress_bar as tqdm  # throttled without a terminal
 from .. import compat
 from .perturbations import MEAN_FILL, Perturbation, choose_occluder, image_seed, perturbations
 from .rank import rank_and_evaluate

@@ -41,7 +41,8 @@ import numpy as np
 from ..data.manifest import read_manifest
 from ..file_io import save_atomically
 from ..progress import progress_bar as tqdm  # throttled without a terminal
-from ..data.prepare import IMAGE_EXTS, PRESETS, pattern_to_regex, _images_under
+from ..data.prepare import (IMAGE_EXTS, identity_from_match, images_under, pattern_to_regex,
+                             preset_regex)
 
 __all__ = ["Item", "FeatureStore", "write_feature_store", "list_images", "items_from_manifest",
            "identities_from_names", "FORMAT"]
@@ -61,7 +62,7 @@ class Item:
 def list_images(folder: str) -> List[Item]:
     """Every image file (by extension, :data:`mpn_plugin.data.prepare.IMAGE_EXTS`) under
     ``folder``, recursively, sorted by path."""
-    return [Item(p) for p in _images_under(folder) if p.lower().endswith(IMAGE_EXTS)]
+    return [Item(p) for p in images_under(folder) if p.lower().endswith(IMAGE_EXTS)]
 
 
 def identities_from_names(items: Sequence[Item], pattern: Optional[str] = None,
@@ -71,9 +72,7 @@ def identities_from_names(items: Sequence[Item], pattern: Optional[str] = None,
     match keeps -1 (unknown)."""
     import re
     if preset:
-        if preset not in PRESETS:
-            raise ValueError(f"unknown preset {preset!r}; known: {sorted(PRESETS)}")
-        regex, cam_fn = PRESETS[preset]
+        regex, cam_fn = preset_regex(preset)
     else:
         regex, cam_fn = pattern_to_regex(pattern), None
     rx, out = re.compile(regex), []
@@ -82,8 +81,7 @@ def identities_from_names(items: Sequence[Item], pattern: Optional[str] = None,
         if m is None:
             out.append(it)
             continue
-        g = m.groupdict()
-        out.append(Item(it.path, int(g["pid"]), cam_fn(g) if cam_fn else int(g["cam"])))
+        out.append(Item(it.path, *identity_from_match(m, cam_fn)))
     return out
 
 

@@ -91,11 +91,13 @@ def keypoint_rows_mask(keypoints: np.ndarray, image_hw: Tuple[int, int], min_sco
 
 
 def image_size(image_path: str) -> Tuple[int, int]:
-    """(H, W) of an image file."""
-    img = cv2.imread(image_path, cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise ValueError(f"cannot read image '{image_path}'")
-    return img.shape[:2]
+    """(H, W) of an image file, from its header (the pixels are not decoded)."""
+    from PIL import Image, UnidentifiedImageError
+    try:
+        with Image.open(image_path) as im:
+            return im.height, im.width
+    except (OSError, UnidentifiedImageError) as exc:
+        raise ValueError(f"cannot read image '{image_path}' ({type(exc).__name__}: {exc})") from None
 
 
 class SyntheticMapsAdapter:
