@@ -3,6 +3,8 @@ the two-stage runs' budget), resumability, the JSON records and the table."""
 import json
 import os
 
+import pytest
+
 import run_real_crops
 from fake_training import fake_training_subprocess
 
@@ -60,3 +62,32 @@ def test_baseline_plain_is_opt_in_and_uses_its_own_config(tmp_path, monkeypatch)
         "baseline_plain_mobilenetv2.yaml")
     assert [(r["model"], r["protocol"]) for r in rows] == [("baseline_plain", "imagenet")]
     assert "baseline_plain" not in run_real_crops.DEFAULT_MODELS
+
+
+def test_out_keeps_the_rows_of_other_runs_and_replaces_re_measured_ones(tmp_path, monkeypatch):
+    fake_subprocess(monkeypatch, {"mpn": (0.7, 0.7)})
+    out = tmp_path / "runs.json"
+    other = {"dataset": "cuhk01", "model": "softmax", "protocol": "imagenet", "seed": 1,
+             "rank1": 50.0, "mAP": 50.0, "epochs": 10, "wall_s": 1.0, "command": "x"}
+    stale = dict(other, model="mpn", rank1=1.0, mAP=1.0)
+    out.write_text(json.dumps([other, stale]))
+    rows = run_real_crops.main(["--log-dir", str(tmp_path / "log"), "--seeds", "1", "2",
+                                "--protocols", "imagenet", "--models", "mpn", "--out", str(out)])
+    saved = json.loads(out.read_text())
+    assert saved == rows
+    assert [(r["model"], r["seed"], r["mAP"]) for r in saved] == [
+        ("softmax", 1, 50.0), ("mpn", 1, 71.0), ("mpn", 2, 72.0)]
+    # --report-only with a log dir that has no runs keeps the file as it is
+    assert run_real_crops.main(["--log-dir", str(tmp_path / "empty"), "--report-only",
+                                "--out", str(out)]) == saved
+    assert json.loads(out.read_text()) == saved
+
+
+def test_out_that_is_not_a_list_of_runs_is_refused_and_left_untouched(tmp_path, monkeypatch):
+    fake_subprocess(monkeypatch, {"mpn": (0.7, 0.7)})
+    out = tmp_path / "runs.json"
+    out.write_text('{"not": "a list"}')
+    with pytest.raises(ValueError, match="runs.json.*left untouched"):
+        run_real_crops.main(["--log-dir", str(tmp_path / "log"), "--seeds", "1",
+                             "--protocols", "imagenet", "--models", "mpn", "--out", str(out)])
+    assert out.read_text() == '{"not": "a list"}'

@@ -13,15 +13,17 @@ The softmax model is the same under both protocols (it is its own stage 1), so i
 once per seed and listed under ``imagenet``.
 
 Every run writes ``<log-dir>/<protocol>/<model>/seed<k>/results.json``; finished runs are
-never retrained (resume by running the same command again), and ``--out`` is rewritten from
-all finished runs: a list of ``{"dataset", "model", "protocol", "seed", "rank1", "mAP",
-"epochs", "wall_s", "command"}``. ``--table`` writes the Markdown table (mean ± std).
+never retrained (resume by running the same command again). ``--out`` is a list of
+``{"dataset", "model", "protocol", "seed", "rank1", "mAP", "epochs", "wall_s", "command"}``:
+the finished runs of this ``--log-dir`` are merged into it, replacing rows with the same
+dataset, model, protocol and seed and keeping every other row (runs of other log dirs, other
+models, other seeds). ``--table`` writes the Markdown table (mean ± std) of the merged list.
 
 Examples::
 
     python tools/run_real_crops.py --config-dir configs/cuhk01 --seeds 1 2 3 \
         --out docs/real_crops.json --table docs/real_crops.md
-    python tools/run_real_crops.py --config-dir configs/cuhk01 --report-only --table -
+    python tools/run_real_crops.py --report-only --out docs/real_crops.json --table -
 """
 from __future__ import annotations
 
@@ -141,6 +143,28 @@ def table(rows: List[Dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def merge(path: str, rows: List[Dict]) -> List[Dict]:
+    """The rows of the JSON list ``path`` (if it exists) with ``rows`` merged in: a row of
+    ``rows`` replaces the one with the same dataset, model, protocol and seed, in place; new
+    rows come at the end.
+
+    Raises:
+        ValueError: ``path`` is not a JSON list of run records (it is left untouched).
+    """
+    if not osp.isfile(path):
+        return list(rows)
+    try:
+        with open(path) as f:
+            kept = json.load(f)
+        keys = [(r["dataset"], r["model"], r["protocol"], r["seed"]) for r in kept]
+    except (ValueError, TypeError, KeyError) as e:
+        raise ValueError(f"--out {path}: not a JSON list of run records ({e!r}); it is left "
+                         "untouched. Fix or move it, or pass another --out") from None
+    new = {(r["dataset"], r["model"], r["protocol"], r["seed"]): r for r in rows}
+    merged = [new.pop(k, r) for k, r in zip(keys, kept)]
+    return merged + list(new.values())
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -177,6 +201,7 @@ def main(argv=None):
                   f"mAP {100 * r['mAP']:.1f} ({(time.time() - t) / 60:.1f} min)", flush=True)
     rows = record(args, runs)
     if args.out:
+        rows = merge(args.out, rows)
         with open(args.out, "w") as f:
             json.dump(rows, f, indent=1)
     text = table(rows) if rows else "(no finished runs)\n"

@@ -174,12 +174,7 @@ class ReidModel:
         ``test.batch_size`` (+ the flipped image's with ``test.flip``; autocast with
         ``test.amp``), as the engines extract them."""
         out = []
-        bs = int(self.cfg.test.batch_size)
-        steps = range(0, len(images), bs)
-        for s in tqdm(steps, desc=desc, leave=False, disable=desc is None, unit="batch"):
-            batch = [Image.fromarray(x) if isinstance(x, np.ndarray) else compat.read_image(x)
-                     for x in images[s:s + bs]]
-            x = torch.stack([self.transform(im) for im in batch]).to(self.device)
+        for x in self.input_batches(images, desc):
             with torch.autocast(self.device.type, dtype=torch.bfloat16 if self.device.type == "cpu"
                                 else torch.float16, enabled=bool(self.cfg.test.amp)):
                 f = self.model(x).float()
@@ -187,6 +182,16 @@ class ReidModel:
                     f = f + self.model(torch.flip(x, dims=[3])).float()
             out.append(f.cpu())
         return torch.cat(out)
+
+    def input_batches(self, images: Sequence, desc: Optional[str] = None):
+        """The model's inputs (B, 3, height, width) on its device, ``test.batch_size`` images at
+        a time: RGB uint8 arrays or image paths through the test transform."""
+        bs = int(self.cfg.test.batch_size)
+        steps = range(0, len(images), bs)
+        for s in tqdm(steps, desc=desc, leave=False, disable=desc is None, unit="batch"):
+            batch = [Image.fromarray(x) if isinstance(x, np.ndarray) else compat.read_image(x)
+                     for x in images[s:s + bs]]
+            yield torch.stack([self.transform(im) for im in batch]).to(self.device)
 
     def evaluate(self, qf: torch.Tensor, gf: torch.Tensor, query: Split, gallery: Split,
                  seed: int = 0) -> Tuple[float, float]:

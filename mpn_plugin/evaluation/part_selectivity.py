@@ -1,0 +1,119 @@
+"""Do MPN's main tasks select part-relevant channels (Sec. 3.1, 3.3)? A direct measurement.
+
+The paper's premise: head k's first 1x1 conv selects channels that respond at body part k, so
+the global max pooling (GMP) of the main task (MT) on the whole map F picks part k's location,
+with no prior at test time. Parameter and feature space alignment with the auxiliary task (AT)
+is what should teach it. This module measures where the GMP of each MT head actually picks:
+
+* :func:`main_task_responses`: the MT heads' first-layer maps ``ReLU(BN(W1_k F))`` on images,
+  exactly what the test-time MT max-pools, (B, K, D, H, W);
+* :func:`strip_counts`: for each head k, how many of its channel maxima (the positions GMP
+  selects) lie in each uniform horizontal strip j of F: a (K, K) matrix. A part-selective
+  MPN has most of row k on column k (part k of the AT's prior on well-framed crops), and the
+  heads' mean strip goes top to bottom. Without selection all rows look alike: every head picks
+  wherever the most salient content is;
+* :func:`part_selectivity`: the matrix and summary numbers, from a model and its inputs;
+* :func:`trunk_features`: the head-free test feature GAP(F), to tell how much of a model's
+  retrieval comes from its trunk and how much from its heads.
+
+Grad-CAM (:mod:`~mpn_plugin.visualization.gradcam`) asks the same question through the
+classifiers' gradients; this measure needs no labels and no backward pass, and reads the layer
+the paper says does the selecting.
+
+Examples::
+
+    >>> report = part_selectivity(model, [images])    # images: (B, 3, h, w), model: an MPN
+    >>> report["matrix"].shape, report["diagonal"], report["chance_diagonal"]
+"""
+from __future__ import annotations
+
+from typing import Dict, Iterable
+
+import numpy as np
+import torch
+from scipy.stats import spearmanr
+
+
+def strip_of_rows(height: int, num_parts: int) -> torch.Tensor:
+    """Uniform strip (0..K-1) that holds the centre of each of the H rows of F: (H,) long."""
+    centres = torch.arange(height, dtype=torch.float64) + 0.5
+    return (centres * num_parts / height).floor().long().clamp_(max=num_parts - 1)
+
+
+@torch.no_grad()
+def main_task_responses(model, images: torch.Tensor) -> torch.Tensor:
+    """First-layer maps of the K main-task heads, ``ReLU(BN(W1_k F))`` with the test-time BN
+    statistics: the maps whose GMP starts the MT features. (B, 3, h, w) -> (B, K, D, H, W).
+
+    Raises:
+        ValueError: the model has no main task (e.g. the Baseline, ``tasks='at_only'``).
+    """
+    heads = getattr(model, "main_heads", None)
+    if heads is None:
+        raise ValueError("part selectivity needs a model with main tasks (MPN, MPN°, MT Only, "
+                         "Naive MTL); the Baseline (tasks='at_only') has none")
+    was_training = model.training
+    model.eval()
+    F = model.backbone(images, model.backbone_attention)                    # (B, C, H, W)
+    B, C, H, W = F.shape
+    y = heads.first(F.reshape(B, C, H * W), shared_input=True)              # (B, K, D, H*W)
+    model.train(was_training)
+    return y.view(B, y.shape[1], y.shape[2], H, W)
+
+
+def strip_counts(responses: torch.Tensor) -> torch.Tensor:
+    """Where GMP picks, per head: (N, K, D, H, W) -> (K, K) counts, entry [k, j] = number of
+    head k's (image, channel) maxima that lie in uniform strip j (:func:`strip_of_rows`).
+
+    A channel whose map is all zero on an image (ReLU off everywhere) has no maximum there and
+    is not counted; ties go to the first position in row-major order (``argmax``)."""
+    N, K, D, H, W = responses.shape
+    peak, where = responses.reshape(N, K, D, H * W).max(-1)        # (N, K, D)
+    strip = strip_of_rows(H, K).to(where.device)[where // W]        # (N, K, D)
+    head = torch.arange(K, device=where.device).view(1, K, 1).expand_as(strip)
+    valid = peak > 0
+    pairs = head[valid] * K + strip[valid]                          # (head, strip) as one index
+    return torch.bincount(pairs, minlength=K * K).view(K, K).double().cpu()
+
+
+def part_selectivity(model, batches: Iterable[torch.Tensor]) -> Dict[str, object]:
+    """The (K, K) matrix of strip shares over all images of ``batches`` (model inputs
+    (B, 3, h, w)) and its summaries.
+
+    Returns:
+        dict: ``matrix`` (K, K): row k = shares of head k's maxima per strip j (rows sum to 1);
+        ``chance`` (K,): each strip's share of F's rows (every row of the matrix if GMP picked
+        rows at random); ``diagonal``: mean of the matrix's diagonal (head k picking in strip
+        k); ``chance_diagonal``: the same for ``chance`` (1/K); ``mean_strip`` (K,): each head's
+        mean strip index of its maxima; ``spearman``: rank correlation of k with
+        ``mean_strip`` (1 = heads ordered top to bottom, 0 when all heads look alike);
+        ``feature_size``: (H, W) of F; ``maxima``: number of maxima counted.
+    """
+    counts, size = None, None
+    for images in batches:
+        responses = main_task_responses(model, images)
+        c = strip_counts(responses)
+        counts = c if counts is None else counts + c
+        size = tuple(responses.shape[-2:])
+    if counts is None:
+        raise ValueError("part_selectivity got no images")
+    K, H = counts.shape[0], size[0]
+    matrix = counts / counts.sum(1, keepdim=True).clamp_min(1)
+    chance = torch.bincount(strip_of_rows(H, K), minlength=K).double() / H
+    mean_strip = matrix @ torch.arange(K, dtype=torch.float64)
+    rho = spearmanr(np.arange(K), mean_strip.numpy()).statistic if K > 1 else 1.0
+    return {"matrix": matrix, "chance": chance, "diagonal": float(matrix.diagonal().mean()),
+            "chance_diagonal": float(chance.mean()), "mean_strip": mean_strip,
+            "spearman": 0.0 if np.isnan(rho) else float(rho),
+            "span": float(mean_strip.max() - mean_strip.min()), "feature_size": size,
+            "maxima": int(counts.sum())}
+
+
+@torch.no_grad()
+def trunk_features(model, images: torch.Tensor) -> torch.Tensor:
+    """Global average pooling of the trunk's map F, no heads: (B, 3, h, w) -> (B, C)."""
+    was_training = model.training
+    model.eval()
+    F = model.backbone(images, getattr(model, "backbone_attention", None))
+    model.train(was_training)
+    return F.mean((2, 3))
