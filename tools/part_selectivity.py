@@ -78,15 +78,17 @@ def markdown(rows) -> str:
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if "matrix" in r:
-            size, maxima, rho = "x".join(map(str, r["feature_size"])), r["maxima"], f"{r['spearman']:.2f}"
+            size, maxima = "x".join(map(str, r["feature_size"])), r["maxima"]
+            rho = f"{r['spearman']:.2f}"
             share = f"{r['diagonal']:.2f} ({r['chance_diagonal']:.2f})"
             strips = (" ".join(f"{v:.1f}" for v in r["mean_strip"]) +
                       f" ({r['span']:.2f}; {len(r['mean_strip']) - 1})")
         else:
             size = maxima = rho = strips = "–"
             share = "no main task"
-        lines.append(f"| {r['model']} | {size} | {maxima} | {share} | {strips} | {rho} | {pct(r, 'rank1')} / "
-                     f"{pct(r, 'mAP')} | {pct(r, 'trunk_rank1')} / {pct(r, 'trunk_mAP')} |")
+        lines.append(f"| {r['model']} | {size} | {maxima} | {share} | {strips} | {rho} | "
+                     f"{pct(r, 'rank1')} / {pct(r, 'mAP')} | "
+                     f"{pct(r, 'trunk_rank1')} / {pct(r, 'trunk_mAP')} |")
     for r in rows:
         if "matrix" not in r:
             continue

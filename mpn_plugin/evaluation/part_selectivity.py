@@ -27,6 +27,7 @@ Examples::
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Dict, Iterable
 
 import numpy as np
@@ -38,6 +39,17 @@ def strip_of_rows(height: int, num_parts: int) -> torch.Tensor:
     """Uniform strip (0..K-1) that holds the centre of each of the H rows of F: (H,) long."""
     centres = torch.arange(height, dtype=torch.float64) + 0.5
     return (centres * num_parts / height).floor().long().clamp_(max=num_parts - 1)
+
+
+@contextlib.contextmanager
+def _eval_mode(model):
+    """The block runs ``model`` in eval mode (test-time BN statistics); its mode is restored."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 @torch.no_grad()
@@ -52,12 +64,10 @@ def main_task_responses(model, images: torch.Tensor) -> torch.Tensor:
     if heads is None:
         raise ValueError("part selectivity needs a model with main tasks (MPN, MPN°, MT Only, "
                          "Naive MTL); the Baseline (tasks='at_only') has none")
-    was_training = model.training
-    model.eval()
-    F = model.backbone(images, model.backbone_attention)                    # (B, C, H, W)
-    B, C, H, W = F.shape
-    y = heads.first(F.reshape(B, C, H * W), shared_input=True)              # (B, K, D, H*W)
-    model.train(was_training)
+    with _eval_mode(model):
+        F = model(images, return_featuremaps=True)                          # (B, C, H, W)
+        B, C, H, W = F.shape
+        y = heads.first(F.reshape(B, C, H * W), shared_input=True)          # (B, K, D, H*W)
     return y.view(B, y.shape[1], y.shape[2], H, W)
 
 
@@ -112,8 +122,5 @@ def part_selectivity(model, batches: Iterable[torch.Tensor]) -> Dict[str, object
 @torch.no_grad()
 def trunk_features(model, images: torch.Tensor) -> torch.Tensor:
     """Global average pooling of the trunk's map F, no heads: (B, 3, h, w) -> (B, C)."""
-    was_training = model.training
-    model.eval()
-    F = model.backbone(images, getattr(model, "backbone_attention", None))
-    model.train(was_training)
-    return F.mean((2, 3))
+    with _eval_mode(model):
+        return model(images, return_featuremaps=True).mean((2, 3))
