@@ -129,6 +129,12 @@ def get_default_config() -> CN:
     cfg.test.amp = False                # mixed-precision feature extraction (bf16 CPU, fp16 CUDA)
     cfg.test.precise_bn_batches = 0     # MPN: re-estimate MT BN statistics before testing (0 = off)
     cfg.test.multi_query = "none"       # Market-1501 multi-query (Table 5): none | mean | max
+    # MPN's test-time representation: mt (the paper: h, Eq. 2) | at_uniform | concat (beyond
+    # the paper: the AT heads on uniform strips of F, no priors; [h, g_uniform])
+    cfg.test.readout = "mt"
+    # after training, also evaluate these readouts (results.json "readouts"), e.g.
+    # "['mt', 'at_uniform', 'concat']"; readouts a model cannot give are left out
+    cfg.test.extra_readouts = []
 
     add_mpn_config(cfg)
     return cfg
@@ -204,6 +210,12 @@ def check_config(cfg: CN) -> CN:
     for key in ("divergence_factor", "checkpoint_freq", "keep_last"):
         if cfg.train[key] < 0:
             raise ValueError(f"train.{key} must be >= 0 (0 = off), got {cfg.train[key]}")
+    from .models.mpn import READOUTS
+    for key, values in (("readout", [cfg.test.readout]), ("extra_readouts", cfg.test.extra_readouts)):
+        bad = [v for v in values if v not in READOUTS]
+        if bad:
+            raise ValueError(f"test.{key}: {bad} not among {', '.join(READOUTS)} (mt = the "
+                             "paper's test feature; at_uniform, concat: beyond the paper)")
     if cfg.test.multi_query not in POOLINGS:
         raise ValueError(f"test.multi_query must be one of {', '.join(POOLINGS)} (pooling of the "
                          f"Market-1501 gt_bbox/ features of each query's identity and camera), "
@@ -267,10 +279,15 @@ def add_mpn_config(cfg: CN) -> CN:
     cfg.mpn.classifier_init_std = 0.001  # N(0, std) init of the part classifiers (release: 0.001)
     cfg.mpn.classifier_neck = "none"     # none (Eq. 1) | bn: W_k BN(f_k) (BNNeck; h unchanged)
     cfg.mpn.backbone_attention = "none"  # none | rga_s: RGA-S after each stage (MPN*, Sec. 5.4.1)
+    # beyond the paper (defaults = the paper): MT pooling over F max (GMP) | avg | gem;
+    # feature_clip False: MobileNetV2's F without its final ReLU6 clip (a ReLU)
+    cfg.mpn.mt_pooling = "max"
+    cfg.mpn.feature_clip = True
 
     # losses (Eq. 1, 3, 8, 10; Tables 3-4; Fig. 10)
     cfg.mpn.loss = CN()
     cfg.mpn.loss.id_weight = 1.0
+    cfg.mpn.loss.id_reduction = "sum"        # sum over parts (Eq. 1) | mean (beyond the paper)
     cfg.mpn.loss.label_smooth = 0.0          # 0 = plain cross-entropy as in Eq. 1
     cfg.mpn.loss.triplet_weight = 1.0
     cfg.mpn.loss.triplet_margin = 0.2        # alpha
@@ -303,7 +320,8 @@ def mpn_model_kwargs(cfg: CN) -> dict:
                               attention=m.share_attention, batchnorm=m.bn_sharing),
         prior_variant=m.prior_variant, backbone_weights=m.backbone_weights,
         classifier_init_std=m.classifier_init_std, classifier_neck=m.classifier_neck,
-        backbone_attention=m.backbone_attention)
+        backbone_attention=m.backbone_attention, mt_pooling=m.mt_pooling,
+        feature_clip=m.feature_clip, readout=cfg.test.readout)
 
 
 def imagedata_kwargs(cfg: CN, use_gpu: bool) -> dict:

@@ -22,8 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .models.mpn import MPN
-from .models.part_maps import part_feature_maps
+from .models.mpn import MPN, test_readout
 
 
 class InferenceModel(nn.Module):
@@ -51,8 +50,11 @@ class InferenceModel(nn.Module):
         if isinstance(model, MPN):
             self.backbone = model.backbone
             self.backbone_attention = model.backbone_attention     # MPN*'s RGA-S, or None
-            self.uses_main = model.main_heads is not None
-            self.heads = model.main_heads if self.uses_main else model.auxiliary_heads
+            self.readout = model.readout                               # test.readout
+            # only the heads that the readout runs are kept (and exported)
+            uses_at = model.main_heads is None or self.readout != "mt"
+            self.main_heads = model.main_heads if self.readout != "at_uniform" else None
+            self.auxiliary_heads = model.auxiliary_heads if uses_at else None
             self.num_parts = model.num_parts
             self.model = None
         else:
@@ -62,10 +64,9 @@ class InferenceModel(nn.Module):
         if self.model is not None:
             return self.model(x)
         feature_map = self.backbone(x, self.backbone_attention)
-        if self.uses_main:
-            return self.heads.forward_whole(feature_map).flatten(1)            # h, Eq. 2
-        parts = part_feature_maps(feature_map, self.num_parts, variant="uniform")
-        return self.heads.forward_parts(parts).flatten(1)                      # Baseline: g
+        # MPN's own test-time readout (h, Eq. 2; the Baseline's g; or test.readout)
+        return test_readout(feature_map, self.main_heads, self.auxiliary_heads, self.num_parts,
+                            self.readout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.features(x)

@@ -294,6 +294,40 @@ class _NullWriter:
         pass
 
 
+def evaluate_readouts(engine, readouts, run_kwargs) -> dict:
+    """Evaluate the engine's trained MPN once per test-time readout (``test.extra_readouts``;
+    :data:`~mpn_plugin.models.mpn.READOUTS`), with the run's test protocol; the model's own
+    readout is restored afterwards. Readouts the model cannot give (e.g. ``concat`` for the
+    Baseline) and non-MPN models are left out.
+
+    Returns:
+        dict: readout -> {target dataset -> {"rank1", "mAP", ...}}.
+    """
+    model = engine.unwrapped_model
+    if not isinstance(model, MPN):
+        return {}
+    own, kept, out = model.readout, dict(engine.last_results), {}
+    test_kwargs = {k: run_kwargs[k] for k in ("dist_metric", "normalize_feature", "save_dir",
+                                              "use_metric_cuhk03", "ranks", "rerank")}
+    try:
+        for readout in readouts:
+            try:
+                model.readout = readout
+            except ValueError as e:
+                print(f"[readouts] {readout}: left out ({e})")
+                continue
+            print(f"[readouts] test.readout {readout}")
+            engine.test(**test_kwargs)
+            out[readout] = dict(engine.last_results)
+    finally:
+        model.readout = own
+        engine.last_results = kept
+    for readout, res in out.items():
+        for name, r in res.items():
+            print(f"[readouts] {readout:<10} [{name}] Rank-1 {r['rank1']:.1%}  mAP {r['mAP']:.1%}")
+    return out
+
+
 def _run(cfg, dist_info=None) -> dict:
     use_gpu = torch.cuda.is_available()
     print(f"Show configuration\n{cfg}\n")
@@ -350,9 +384,12 @@ def _run(cfg, dist_info=None) -> dict:
             engine.writer = _NullWriter()
     start = time.time()
     engine.run(**run_kwargs)
-    results = {"wall_time_s": round(time.time() - start, 1), "results": engine.last_results,
+    wall = round(time.time() - start, 1)
+    results = {"wall_time_s": wall, "results": engine.last_results,
                "loss_history": getattr(engine, "loss_history", []),
                "world_size": dist_info[1] if dist_info else 1, "skipped_images": skipped}
+    if cfg.test.extra_readouts and (not dist_info or dist_info[0] == 0):
+        results["readouts"] = evaluate_readouts(engine, cfg.test.extra_readouts, run_kwargs)
     if dist_info and dist_info[0] != 0:
         return results
     with open(osp.join(cfg.data.save_dir, "results.json"), "w") as f:

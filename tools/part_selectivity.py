@@ -41,7 +41,8 @@ import torch  # noqa: E402
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from mpn_plugin.evaluation.part_selectivity import part_selectivity, trunk_features  # noqa: E402
+from mpn_plugin.evaluation.part_selectivity import (  # noqa: E402
+    feature_saturation, part_selectivity, trunk_features)
 from mpn_plugin.evaluation.robustness import ReidModel, load_split  # noqa: E402
 from mpn_plugin.train import load_model_spec  # noqa: E402
 
@@ -64,6 +65,10 @@ def measure(spec: str, args) -> dict:
     if getattr(model, "main_heads", None) is not None:
         sel = part_selectivity(model, m.input_batches(query.paths[:args.num], desc=name))
         row.update({k: (v.tolist() if torch.is_tensor(v) else v) for k, v in sel.items()})
+    if args.saturation:
+        sat = feature_saturation(model, m.input_batches(query.paths[:args.num], desc=name),
+                                 args.saturation)
+        row.update({f"saturation_{k}": v for k, v in sat.items()})
     if args.trunk:
         (r1, mAP), (tr1, tmAP) = trunk_scores(m, query, gallery)
         row.update(rank1=r1, mAP=mAP, trunk_rank1=tr1, trunk_mAP=tmAP)
@@ -89,6 +94,16 @@ def markdown(rows) -> str:
         lines.append(f"| {r['model']} | {size} | {maxima} | {share} | {strips} | {rho} | "
                      f"{pct(r, 'rank1')} / {pct(r, 'mAP')} | "
                      f"{pct(r, 'trunk_rank1')} / {pct(r, 'trunk_mAP')} |")
+    if any("saturation_overall" in r for r in rows):
+        lines += ["", "Share of F's entries at the clip value (MobileNetV2's ReLU6: 6.0), overall "
+                  "and at the positions the heads' GMP picks (mean over the picked maxima):", "",
+                  "| model | clip | all of F | at MT maxima | at AT maxima (uniform strips) |",
+                  "|---|---|---|---|---|"]
+        for r in rows:
+            if "saturation_overall" in r:
+                lines.append(f"| {r['model']} | {r['saturation_clip']:g} | "
+                             f"{pct(r, 'saturation_overall')}% | {pct(r, 'saturation_mt')}% | "
+                             f"{pct(r, 'saturation_at')}% |")
     for r in rows:
         if "matrix" not in r:
             continue
@@ -129,6 +144,9 @@ def main(argv=None):
     p.add_argument("--num", type=int, default=1000, help="query images for the matrix")
     p.add_argument("--trunk", action="store_true",
                    help="also Rank-1/mAP of the model and of its trunk alone (GAP of F)")
+    p.add_argument("--saturation", type=float, nargs="?", const=6.0, default=0.0,
+                   help="also the share of F's entries at this clip value (default 6.0, "
+                        "MobileNetV2's ReLU6), overall and at the heads' GMP maxima")
     p.add_argument("--out-dir", default="", help="write the .md, .json and .png here")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides for every model")
     args = p.parse_args(argv)

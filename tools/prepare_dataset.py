@@ -16,6 +16,10 @@ Examples::
     # skipped, pid 0 (distractors) in the gallery only; both counts in summary.json
     python tools/prepare_dataset.py --images Market-1501/bounding_box_test --preset market1501 \
         --num-test-ids 100 --out data/my_market
+    # the same with a detector-like box error on every crop (a development set with
+    # misalignment; jittered copies under data/cuhk01_jitter/jittered/)
+    python tools/prepare_dataset.py --images ../shared/data/cuhk01/campus --preset cuhk01 \
+        --num-test-ids 100 --query-cams 0 --gallery-cams 1 --out data/cuhk01_jitter --box-jitter
     # a CSV with path,pid,camid (a UTF-8 BOM, as Excel writes, is fine)
     python tools/prepare_dataset.py --csv labels.csv --out data/my_crops --test-fraction 0.2
 """
@@ -30,6 +34,7 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from mpn_plugin.data import prepare  # noqa: E402
+from mpn_plugin.data.box_jitter import BoxJitter  # noqa: E402
 from mpn_plugin.data.manifest import MANIFEST_NAME, read_manifest  # noqa: E402
 
 
@@ -75,6 +80,11 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--min-size", type=int, nargs=2, default=[16, 8], metavar=("H", "W"))
     p.add_argument("--export-market", default="", help="also write a Market-1501 layout copy here")
+    p.add_argument("--box-jitter", action="store_true",
+                   help="give every crop (train and test) a detector-like box error: scale and "
+                        "shift drawn per image (the synthetic generator's model), deterministic "
+                        "by --jitter-seed; jittered copies go to <out>/jittered/")
+    p.add_argument("--jitter-seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true")
     a = p.parse_args(argv)
     if a.images:
@@ -87,7 +97,13 @@ def main(argv=None):
         scan = prepare.scan_csv(a.csv)
         source = a.csv
     summary = prepare.prepare_dataset(scan, a.out, a.num_test_ids, a.test_fraction, a.query_cams,
-                                      a.gallery_cams, a.seed, tuple(a.min_size), not a.quiet, source)
+                                      a.gallery_cams, a.seed, tuple(a.min_size), not a.quiet, source,
+                                      box_jitter=BoxJitter(seed=a.jitter_seed) if a.box_jitter else None)
+    if a.box_jitter:
+        j = summary["box_jitter"]
+        print(f"box jitter: {j['images']} images, scale {j['box_scale']}, shift std "
+              f"{j['box_shift_std']} (seed {j['seed']}); parameters in "
+              f"{osp.join(a.out, j['parameters'])}")
     print("| split | images | identities | cameras |\n|---|---|---|---|")
     for split, c in summary["counts"].items():
         print(f"| {split} | {c['images']} | {c['identities']} | {c['cameras']} |")

@@ -19,11 +19,30 @@ the finished runs of this ``--log-dir`` are merged into it, replacing rows with 
 dataset, model, protocol and seed and keeping every other row (runs of other log dirs, other
 models, other seeds). ``--table`` writes the Markdown table (mean ± std) of the merged list.
 
+Every MPN-family run also evaluates its final model with each test-time readout
+(``test.extra_readouts``: ``mt``, the paper's, and ``at_uniform`` / ``concat``, beyond the
+paper); rows then carry ``readouts``: readout -> {"rank1", "mAP"}.
+
+Probes (``--probes FILE``): a list of config changes, run one after another over the seeds,
+resumable, one JSON row per run (``protocol: probe``, ``model``: the probe's name) with all
+readouts. The file is YAML or JSON, a list of::
+
+    - name: mt_only_full_lr_mean      # unique; the row's "model" and its log folder
+      model: mpn                      # a key of MODELS (its config in --config-dir)
+      opts: [mpn.tasks, mt_only, mpn.loss.id_reduction, mean]   # config overrides
+      ide: false                      # true: start from this seed's IDE checkpoint (Sec. 5.1)
+
+``ide: true`` runs use the IDE stage of the paper's protocol (the softmax model trained for
+``--ide-epochs``, once per seed and dataset, shared by every such probe); their wall time and
+epochs include it, and the IDE's own Rank-1 / mAP is a row (``model: ide``).
+
 Examples::
 
     python tools/run_real_crops.py --config-dir configs/cuhk01 --seeds 1 2 3 \
         --out docs/real_crops.json --table docs/real_crops.md
     python tools/run_real_crops.py --report-only --out docs/real_crops.json --table -
+    python tools/run_real_crops.py --probes configs/cuhk01/probes.yaml --seeds 1 \
+        --dataset cuhk01_jitter --root data/cuhk01_jitter --out docs/probes.json --table -
 """
 from __future__ import annotations
 
@@ -40,10 +59,14 @@ from typing import Dict, List, Optional
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
+#: the readouts every MPN-family run reports (test.extra_readouts)
+READOUT_OPTS = ["test.extra_readouts", "['mt', 'at_uniform', 'concat']"]
+
 #: model name -> config file name in --config-dir (``baseline_plain``: the Baseline with its
 #: own best single-seed recipe, without MPN's staged lr and classifier neck; not a default)
 MODELS = {"softmax": "softmax_mobilenetv2.yaml", "baseline": "baseline_mobilenetv2.yaml",
-          "mpn": "mpn_mobilenetv2.yaml", "baseline_plain": "baseline_plain_mobilenetv2.yaml"}
+          "mpn": "mpn_mobilenetv2.yaml", "baseline_plain": "baseline_plain_mobilenetv2.yaml",
+          "mpn_paper_protocol": "mpn_paper_protocol.yaml"}
 DEFAULT_MODELS = ["softmax", "baseline", "mpn"]
 PROTOCOLS = ("imagenet", "two_stage")
 
@@ -62,9 +85,10 @@ def load(path: str) -> Optional[dict]:
 
 def command(args, model: str, seed: int, save_dir: str, extra=()) -> List[str]:
     cfg = osp.join(args.config_dir, MODELS[model])
+    readouts = READOUT_OPTS if model != "softmax" else []
     return [sys.executable, "tools/train.py", "--config-file", cfg, *(
         ["--root", args.root] if args.root else []), "train.seed", str(seed),
-        "data.save_dir", save_dir, *extra]
+        "data.save_dir", save_dir, *readouts, *extra]
 
 
 def train(cmd: List[str], save_dir: str) -> None:
@@ -123,8 +147,121 @@ def record(args, runs) -> List[Dict]:
         rows.append({"dataset": args.dataset, "model": model, "protocol": protocol,
                      "seed": seed, "rank1": round(100 * r["rank1"], 2),
                      "mAP": round(100 * r["mAP"], 2), "epochs": epochs,
-                     "wall_s": round(wall, 1), "command": full_cmd})
+                     "wall_s": round(wall, 1), "command": full_cmd, **readout_scores(res)})
     return rows
+
+
+def readout_scores(res: dict) -> dict:
+    """``{"readouts": {readout: {"rank1", "mAP"}}}`` (percent) of a results.json that has
+    them, else ``{}``."""
+    if not res.get("readouts"):
+        return {}
+    return {"readouts": {k: {m: round(100 * next(iter(v.values()))[m], 2) for m in ("rank1", "mAP")}
+                         for k, v in res["readouts"].items() if v}}
+
+
+def load_probes(path: str) -> List[dict]:
+    """The probe list of ``path`` (YAML or JSON), checked.
+
+    Raises:
+        ValueError: naming the file, the entry and the fix.
+    """
+    import yaml
+    if not osp.isfile(path):
+        raise FileNotFoundError(f"--probes {path}: no such file")
+    with open(path, encoding="utf-8") as f:
+        probes = yaml.safe_load(f)
+    if not isinstance(probes, list):
+        raise ValueError(f"--probes {path}: expected a list of {{name, model, opts, ide}} "
+                         f"entries, got {type(probes).__name__}")
+    seen = set()
+    for i, p in enumerate(probes):
+        where = f"--probes {path}, entry {i + 1}"
+        if not isinstance(p, dict) or not p.get("name"):
+            raise ValueError(f"{where}: each entry needs a 'name' (got {p!r})")
+        unknown = set(p) - {"name", "model", "opts", "ide"}
+        if unknown:
+            raise ValueError(f"{where} ({p['name']}): unknown keys {sorted(unknown)}; use name, "
+                             "model, opts, ide")
+        if p["name"] in seen or p["name"] == "ide":
+            raise ValueError(f"{where}: the name '{p['name']}' is used twice or reserved")
+        seen.add(p["name"])
+        p.setdefault("model", "mpn")
+        p.setdefault("opts", [])
+        p.setdefault("ide", False)
+        if p["model"] not in MODELS:
+            raise ValueError(f"{where} ({p['name']}): model '{p['model']}' is not one of "
+                             f"{sorted(MODELS)}")
+        if not isinstance(p["opts"], list) or len(p["opts"]) % 2:
+            raise ValueError(f"{where} ({p['name']}): opts must be a list of key, value pairs")
+        p["opts"] = [str(v) for v in p["opts"]]
+    return probes
+
+
+def probe_plan(args, probes) -> list:
+    """(name, seed, command, save_dir, IDE save_dir or None) of every probe run; the IDE stage
+    of a seed comes first when a probe needs it."""
+    runs = []
+    for seed in args.seeds:
+        ide_dir = osp.join(args.log_dir, "probes", args.dataset, "ide", f"seed{seed}")
+        if any(p["ide"] for p in probes):
+            runs.append(("ide", seed, command(args, "softmax", seed, ide_dir,
+                                              ["train.max_epoch", str(args.ide_epochs)]),
+                         ide_dir, None))
+        for p in probes:
+            save_dir = osp.join(args.log_dir, "probes", args.dataset, p["name"], f"seed{seed}")
+            extra = list(p["opts"])
+            if p["ide"]:
+                extra += ["model.pretrained", "False", "mpn.init_weights",
+                          last_checkpoint(ide_dir, args.ide_epochs)]
+            runs.append((p["name"], seed, command(args, p["model"], seed, save_dir, extra),
+                         save_dir, ide_dir if p["ide"] else None))
+    return runs
+
+
+def probe_rows(args, runs) -> List[Dict]:
+    """One row per finished probe run (and per finished IDE stage)."""
+    converted = [("probe", name, seed, cmd, save_dir, stage1)
+                 for name, seed, cmd, save_dir, stage1 in runs]
+    rows = []
+    for protocol, name, seed, cmd, save_dir, stage1 in converted:
+        res = load(save_dir)
+        if res is None:
+            continue
+        r = next(iter(res["results"].values()))
+        epochs, wall, full_cmd = len(res["loss_history"]), res["wall_time_s"], shlex.join(cmd)
+        if stage1:
+            ide = load(stage1)
+            epochs, wall = epochs + len(ide["loss_history"]), wall + ide["wall_time_s"]
+            with open(osp.join(stage1, "command.txt")) as f:
+                full_cmd = f.read().strip() + " && " + full_cmd
+        rows.append({"dataset": args.dataset, "model": name, "protocol": protocol,
+                     "seed": seed, "rank1": round(100 * r["rank1"], 2),
+                     "mAP": round(100 * r["mAP"], 2), "epochs": epochs,
+                     "wall_s": round(wall, 1), "command": full_cmd, **readout_scores(res)})
+    return rows
+
+
+def probe_table(rows: List[Dict]) -> str:
+    """Markdown: one line per (dataset, probe), mean over seeds, with every readout."""
+    def fmt(v):
+        return (f"{statistics.mean(v):.1f} ± {statistics.stdev(v):.1f}" if len(v) > 1
+                else f"{v[0]:.1f}" if v else "–")
+    lines = ["| dataset | probe | seeds | Rank-1 | mAP | mAP, readout mt / at_uniform / "
+             "concat | epochs | wall / run (min) |", "|---|---|---|---|---|---|---|---|"]
+    keys = list(dict.fromkeys((r["dataset"], r["model"]) for r in rows
+                              if r["protocol"] == "probe"))
+    for dataset, name in keys:
+        sel = [r for r in rows if (r["dataset"], r["model"], r["protocol"]) ==
+               (dataset, name, "probe")]
+        ro = " / ".join(fmt([r["readouts"][k]["mAP"] for r in sel
+                             if k in r.get("readouts", {})])
+                        for k in ("mt", "at_uniform", "concat"))
+        lines.append(f"| {dataset} | {name} | {','.join(str(r['seed']) for r in sel)} | "
+                     f"{fmt([r['rank1'] for r in sel])} | {fmt([r['mAP'] for r in sel])} | "
+                     f"{ro} | {sel[0]['epochs']} | "
+                     f"{statistics.mean(r['wall_s'] for r in sel) / 60:.1f} |")
+    return "\n".join(lines) + "\n"
 
 
 def table(rows: List[Dict]) -> str:
@@ -180,12 +317,16 @@ def main(argv=None):
     p.add_argument("--log-dir", default="log/real_crops")
     p.add_argument("--max-runs", type=int, default=0, help="stop after this many new runs")
     p.add_argument("--report-only", action="store_true")
+    p.add_argument("--probes", default="", help="YAML/JSON list of config changes to run "
+                   "instead of --models/--protocols (see the module docstring)")
     p.add_argument("--out", default="", help="the JSON list of runs")
     p.add_argument("--table", default="", help="Markdown table file ('-' = print only)")
     args = p.parse_args(argv)
     args.two_stage_epochs = {k: int(v) for k, v in (s.split("=") for s in args.two_stage_epochs)}
     for model in MODELS:
         args.two_stage_epochs.setdefault(model, 0)
+    if args.probes:
+        return run_probes(args)
     runs = plan(args)
     if not args.report_only:
         todo = [r for r in runs if load(r[4]) is None]
@@ -205,6 +346,37 @@ def main(argv=None):
         with open(args.out, "w") as f:
             json.dump(rows, f, indent=1)
     text = table(rows) if rows else "(no finished runs)\n"
+    print(text)
+    if args.table and args.table != "-":
+        with open(args.table, "w") as f:
+            f.write(text)
+    return rows
+
+
+def run_probes(args) -> List[Dict]:
+    """``--probes``: train the planned probe runs that have no results yet, then record."""
+    runs = probe_plan(args, load_probes(args.probes))
+    if not args.report_only:
+        todo = [r for r in runs if load(r[3]) is None]
+        if args.max_runs:
+            todo = todo[:args.max_runs]
+        from mpn_plugin.progress import progress_bar as tqdm  # throttled without a terminal
+        for name, seed, cmd, save_dir, _ in tqdm(todo, desc="probe runs", disable=None):
+            t = time.time()
+            train(cmd, save_dir)
+            res = load(save_dir)
+            r = next(iter(res["results"].values()))
+            ro = readout_scores(res).get("readouts", {})
+            extra = "".join(f" | {k} {v['mAP']:.1f}" for k, v in ro.items())
+            print(f"[probes] {args.dataset} {name} seed {seed}: Rank-1 {100 * r['rank1']:.1f} "
+                  f"mAP {100 * r['mAP']:.1f}{extra} ({(time.time() - t) / 60:.1f} min)",
+                  flush=True)
+    rows = probe_rows(args, runs)
+    if args.out:
+        rows = merge(args.out, rows)
+        with open(args.out, "w") as f:
+            json.dump(rows, f, indent=1)
+    text = probe_table(rows) if rows else "(no finished runs)\n"
     print(text)
     if args.table and args.table != "-":
         with open(args.table, "w") as f:

@@ -327,7 +327,7 @@ def prepare_dataset(scan: Scan, out_dir: str, num_test_ids: Optional[int] = None
                     test_fraction: float = 0.1, query_cams: Sequence[int] = (),
                     gallery_cams: Sequence[int] = (), seed: int = 0,
                     min_size: Tuple[int, int] = (16, 8), progress: bool = True,
-                    source: str = "") -> Dict:
+                    source: str = "", box_jitter=None) -> Dict:
     """Validate, split and write ``<out_dir>/manifest.csv`` and ``<out_dir>/summary.json``.
 
     Args:
@@ -338,6 +338,9 @@ def prepare_dataset(scan: Scan, out_dir: str, num_test_ids: Optional[int] = None
         query_cams / gallery_cams: camera ids for query / gallery (see :func:`assign_splits`).
         seed (int): the split is a function of the seed and the input only.
         min_size (tuple): smallest usable (height, width).
+        box_jitter (BoxJitter, optional): give every image (all splits) a detector-like box
+            error (:mod:`~mpn_plugin.data.box_jitter`): the manifest then lists jittered copies
+            written under ``<out_dir>/jittered/`` (parameters in ``box_jitter.csv``).
 
     Returns:
         dict: the summary (counts per split, skipped items with reasons, junk and distractor
@@ -354,6 +357,14 @@ def prepare_dataset(scan: Scan, out_dir: str, num_test_ids: Optional[int] = None
     unused = len(checked.candidates) - len(rows)
     rows += [ManifestRow(c.path, c.pid, c.camid, "gallery") for c in checked.distractors]
     os.makedirs(out_dir, exist_ok=True)
+    jitter_info = None
+    if box_jitter is not None:
+        from .box_jitter import jitter_images, jitter_summary
+        sources = {c.path: c.source for c in list(checked.candidates) + list(checked.distractors)}
+        keys = [sources[r.path] for r in rows]
+        mapping = jitter_images([r.path for r in rows], keys, out_dir, box_jitter)
+        rows = [ManifestRow(mapping[r.path], r.pid, r.camid, r.split) for r in rows]
+        jitter_info = jitter_summary(box_jitter, [box_jitter.box_for(k) for k in keys])
     write_manifest(osp.join(out_dir, MANIFEST_NAME), rows)
     counts = {s: {"images": sum(r.split == s for r in rows),
                   "identities": len({r.pid for r in rows if r.split == s}),
@@ -376,6 +387,8 @@ def prepare_dataset(scan: Scan, out_dir: str, num_test_ids: Optional[int] = None
                     "items": [{"item": i, "reason": r} for i, r in checked.skipped]},
         "manifest": osp.join(osp.abspath(out_dir), MANIFEST_NAME),
     }
+    if jitter_info is not None:
+        summary["box_jitter"] = jitter_info
     with open(osp.join(out_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     return summary

@@ -24,6 +24,7 @@ class MPNLossConfig:
 
     Attributes:
         id_weight (float): weight of L_ID (Eq. 1).
+        id_reduction (str): ``sum`` over the K parts (Eq. 1) or ``mean`` (beyond the paper).
         label_smooth (float): label smoothing of the cross-entropy (0 = Eq. 1 as printed).
         triplet_weight (float): weight of L_TRI (Eq. 3).
         triplet_margin (float): alpha.
@@ -41,6 +42,7 @@ class MPNLossConfig:
         soft_sharing_weight (float): weight of the L2 penalty between MT and AT parameters.
     """
     id_weight: float = 1.0
+    id_reduction: str = "sum"
     label_smooth: float = 0.0
     triplet_weight: float = 1.0
     triplet_margin: float = 0.2
@@ -121,9 +123,11 @@ class MPNEngine(EngineMixin, compat.engine.Engine):
         h, g = out["h"], out["g"]
         if c.id_weight > 0:
             if out["mt_logits"] is not None:
-                terms["loss_id_mt"] = c.id_weight * part_id_loss(out["mt_logits"], pids, c.label_smooth)
+                terms["loss_id_mt"] = c.id_weight * part_id_loss(
+                    out["mt_logits"], pids, c.label_smooth, c.id_reduction)
             if out["at_logits"] is not None:
-                terms["loss_id_at"] = c.id_weight * part_id_loss(out["at_logits"], pids, c.label_smooth)
+                terms["loss_id_at"] = c.id_weight * part_id_loss(
+                    out["at_logits"], pids, c.label_smooth, c.id_reduction)
         if c.triplet_weight > 0 and self.epoch >= c.triplet_start_epoch:
             # Eq. 3 on h (MT features); the Baseline has only g (Sec. 5.2.1).
             feats = g if h is None else (triplet_features(h, g, c.triplet_input)

@@ -124,3 +124,72 @@ def trunk_features(model, images: torch.Tensor) -> torch.Tensor:
     """Global average pooling of the trunk's map F, no heads: (B, 3, h, w) -> (B, C)."""
     with _eval_mode(model):
         return model(images, return_featuremaps=True).mean((2, 3))
+
+
+#: the value at which MobileNetV2's final ReLU6 clips F
+RELU6_CLIP = 6.0
+
+
+def _share_at_maxima(responses: torch.Tensor, clipped: torch.Tensor):
+    """(sum, count) over the (image, head, channel) maxima of ``responses`` (B, K, D, L) of the
+    share of F's channels that are clipped at the picked position; ``clipped`` (B, K, L) is
+    that share per head input position. Channels with an all-zero map pick nothing."""
+    peak, where = responses.max(-1)                                     # (B, K, D)
+    share = clipped.gather(2, where)                                    # (B, K, D)
+    valid = peak > 0
+    return float(share[valid].sum()), int(valid.sum())
+
+
+@torch.no_grad()
+def feature_saturation(model, batches: Iterable[torch.Tensor],
+                       clip: float = RELU6_CLIP) -> Dict[str, float]:
+    """How much of F sits exactly at a clipping value (MobileNetV2's ReLU6: 6.0), overall and
+    where the heads' GMP picks: a max-pooled position whose F entries are clipped passes no
+    gradient to the trunk through them.
+
+    For every (image, head, channel) maximum of the first-layer map (test-time BN statistics),
+    the share of the C entries of the head's input at that position that equal ``clip``:
+    the MT heads on the whole F (what the test-time MT max-pools) and, where the model has
+    them, the AT heads on uniform strips of F (no priors; the training-time ATs see the
+    prior's part maps instead).
+
+    Returns:
+        dict: ``overall`` (share of all F entries at ``clip``), ``mt`` and ``at`` (mean share at
+        the maxima; absent without those heads), ``maxima_mt`` / ``maxima_at`` (counts),
+        ``clip``.
+
+    Examples::
+
+        >>> feature_saturation(model, [images])["mt"]
+    """
+    from ..models.part_maps import part_feature_maps
+    sums = {"overall": [0.0, 0], "mt": [0.0, 0], "at": [0.0, 0]}
+    for images in batches:
+        with _eval_mode(model):
+            F = model(images, return_featuremaps=True)                      # (B, C, H, W)
+            B, C, H, W = F.shape
+            at_clip = F == clip
+            sums["overall"][0] += float(at_clip.sum())
+            sums["overall"][1] += F.numel()
+            if model.main_heads is not None:
+                y = model.main_heads.first(F.reshape(B, C, H * W), shared_input=True)
+                clipped = at_clip.float().mean(1).reshape(B, 1, H * W).expand(B, y.shape[1], -1)
+                s, n = _share_at_maxima(y, clipped)                         # y: (B, K, D, H*W)
+                sums["mt"][0] += s
+                sums["mt"][1] += n
+            if model.auxiliary_heads is not None:
+                K = model.num_parts
+                parts = part_feature_maps(F, K, variant="uniform")           # (B, K, C, h, W)
+                x = parts.reshape(B, K, C, -1)
+                y = model.auxiliary_heads.first(x)                           # (B, K, D, h*W)
+                s, n = _share_at_maxima(y, (x == clip).float().mean(2))
+                sums["at"][0] += s
+                sums["at"][1] += n
+    if not sums["overall"][1]:
+        raise ValueError("feature_saturation got no images")
+    out = {"clip": clip, "overall": sums["overall"][0] / sums["overall"][1]}
+    for task in ("mt", "at"):
+        if sums[task][1]:
+            out[task] = sums[task][0] / sums[task][1]
+            out[f"maxima_{task}"] = sums[task][1]
+    return out

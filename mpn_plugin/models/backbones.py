@@ -178,6 +178,8 @@ class MobileNetV2Backbone(Backbone):
         last_stride (int): stride of the depthwise conv of block 14, the network's last
             down-sampling (2 as in torchvision: F at stride 32; 1: stride 16, as ``last_stride=1``
             for the ResNets). The weights do not depend on it.
+        feature_clip (bool): keep the final ReLU6 (True, torchvision's network); False
+            replaces it by a ReLU (F not clipped at 6; the weights do not depend on it).
 
     Examples::
 
@@ -188,7 +190,7 @@ class MobileNetV2Backbone(Backbone):
 
     LAST_DOWNSAMPLING_BLOCK = 14
 
-    def __init__(self, last_stride: int = 1):
+    def __init__(self, last_stride: int = 1, feature_clip: bool = True):
         super().__init__()
         import torchvision
         if last_stride not in (1, 2):
@@ -201,6 +203,9 @@ class MobileNetV2Backbone(Backbone):
         depthwise.stride = (last_stride, last_stride)
         block.stride = last_stride
         self.out_channels = self.body[-1][0].out_channels        # 1280
+        if not feature_clip:       # beyond the paper: F = ReLU(BN(conv)), not clipped at 6
+            assert isinstance(self.body[-1][2], nn.ReLU6)
+            self.body[-1][2] = nn.ReLU(inplace=True)
         self.stage_ends = ("3", "6", "13", str(len(self.body) - 1))   # strides 4, 8, 16, F
 
     def load_imagenet(self) -> None:
@@ -213,7 +218,7 @@ BACKBONES = tuple(_RESNETS) + _OSNETS + _MOBILENETS
 
 
 def build_backbone(name: str = "resnet50", last_stride: int = 1, pretrained: bool = False,
-                   weights: str = "") -> Backbone:
+                   weights: str = "", feature_clip: bool = True) -> Backbone:
     """Build a backbone.
 
     Args:
@@ -224,14 +229,20 @@ def build_backbone(name: str = "resnet50", last_stride: int = 1, pretrained: boo
             else a clear error).
         weights (str): a local weights file loaded after that (IDE checkpoint, torchvision
             state dict).
+        feature_clip (bool): False: MobileNetV2 without its final ReLU6 clip (a ReLU instead);
+            an error for the other backbones, which have no clip.
 
     Examples::
 
         >>> bb = build_backbone('mobilenetv2', pretrained=True)
     """
     if name in _MOBILENETS:
-        backbone: Backbone = MobileNetV2Backbone(last_stride=last_stride)
+        backbone: Backbone = MobileNetV2Backbone(last_stride=last_stride,
+                                                 feature_clip=feature_clip)
     else:
+        if not feature_clip:
+            raise ValueError(f"feature_clip=False removes MobileNetV2's final ReLU6; backbone "
+                             f"'{name}' has no clip (leave it True)")
         backbone = TorchreidBackbone(name, last_stride=last_stride)
     if pretrained:
         backbone.load_imagenet()

@@ -38,12 +38,52 @@ import torch.nn as nn
 
 from .backbones import build_backbone
 from .rga import BACKBONE_ATTENTIONS, StageAttention
-from .part_head import (GroupedBatchNorm, GroupedLinear, PartHeads, SharingConfig,
+from .part_head import (POOLINGS, GroupedBatchNorm, GroupedLinear, PartHeads, SharingConfig,
                         build_task_heads)
 from .part_maps import PRIOR_VARIANTS, part_feature_maps
 
 TASKS = ("mt_at", "mt_only", "at_only")
 CLASSIFIER_NECKS = ("none", "bn")
+#: test-time representations (``test.readout``): ``mt`` is the paper's (Sec. 4, Eq. 2: h, the
+#: MT features; the Baseline's g); ``at_uniform`` (the AT heads on uniform strips of F, no
+#: priors needed) and ``concat`` ([h, g_uniform]) are options beyond the paper
+READOUTS = ("mt", "at_uniform", "concat")
+
+
+def test_readout(feature_map: torch.Tensor, main_heads: Optional[PartHeads],
+                 auxiliary_heads: Optional[PartHeads], num_parts: int,
+                 readout: str = "mt") -> torch.Tensor:
+    """The test-time representation of MPN from F (Sec. 4), used by :meth:`MPN.forward` in
+    eval mode and by the ONNX export.
+
+    Args:
+        feature_map (Tensor): F, (B, C, H, W).
+        main_heads / auxiliary_heads (PartHeads or None): the model's MT / AT heads.
+        num_parts (int): K.
+        readout (str): ``mt`` (paper): h = [f_1..f_K] (Eq. 2), or the Baseline's g (ATs on
+            uniform strips, Sec. 5.2.1) when there are no MT heads; ``at_uniform``: g read
+            by the AT heads on uniform strips (no priors); ``concat``: [h, g_uniform].
+
+    Returns:
+        Tensor: (B, K*D) (``concat``: (B, 2*K*D)).
+    """
+    if readout not in READOUTS:
+        raise ValueError(f"test.readout '{readout}' is not one of {READOUTS}")
+
+    def uniform_g():
+        if auxiliary_heads is None:
+            raise ValueError(f"test.readout '{readout}' reads the AT heads, which this model "
+                             "has not (mpn.tasks mt_only): use test.readout mt")
+        parts = part_feature_maps(feature_map, num_parts, variant="uniform")
+        return auxiliary_heads.forward_parts(parts).flatten(1)             # g: (B, K*D)
+
+    if readout == "at_uniform" or main_heads is None:
+        if main_heads is None and readout == "concat":
+            raise ValueError("test.readout 'concat' needs MT and AT heads; the Baseline "
+                             "(mpn.tasks at_only) has only g: use test.readout mt")
+        return uniform_g()
+    h = main_heads.forward_whole(feature_map).flatten(1)                   # h (Eq. 2)
+    return h if readout == "mt" else torch.cat([h, uniform_g()], dim=1)
 
 
 @dataclass
@@ -78,6 +118,12 @@ class MPNConfig:
             model from ImageNet ResNet-50); see :func:`~mpn_plugin.models.backbones.build_backbone`.
         backbone_attention (str): ``none`` (MPN) or ``rga_s`` (MPN*: RGA-S after each backbone
             stage, Sec. 5.4.1; the model's ``backbone_attention`` module).
+        mt_pooling (str): the MT heads' pooling over F: ``max`` (GMP, the paper), or beyond the
+            paper ``avg`` / ``gem`` (GeM, p = 3); the AT heads always use GMP.
+        feature_clip (bool): True (the backbone as published). False, beyond the paper, for
+            ``mobilenetv2`` only: its final ReLU6 becomes a ReLU, so F is not clipped at 6
+            (a position saturated at 6 passes no gradient to the trunk).
+        readout (str): the test-time representation (:data:`READOUTS`): ``mt`` (the paper).
         input_size (tuple): (height, width) of the input images (384x128 in Sec. 5.1); the
             RGA-S modules are built for it (``data.height``/``data.width`` in the configs).
     """
@@ -96,6 +142,9 @@ class MPNConfig:
     pretrained: bool = False
     backbone_attention: str = "none"
     input_size: Tuple[int, int] = (384, 128)
+    mt_pooling: str = "max"
+    feature_clip: bool = True
+    readout: str = "mt"
 
     def __post_init__(self):
         if isinstance(self.sharing, dict):
@@ -117,6 +166,22 @@ class MPNConfig:
             raise ValueError(f"mpn.attention_reduction={self.attention_reduction} leaves no "
                              f"channel in the CA of mpn.dim={self.dim}: use a reduction <= "
                              f"mpn.dim (4 in the authors' release)")
+        if self.mt_pooling not in POOLINGS:
+            raise ValueError(f"mpn.mt_pooling='{self.mt_pooling}' is not one of {POOLINGS} "
+                             "(max = the paper's GMP)")
+        if self.readout not in READOUTS:
+            raise ValueError(f"test.readout='{self.readout}' is not one of {READOUTS} "
+                             "(mt = the paper's test feature)")
+        if self.readout != "mt" and self.tasks == "mt_only":
+            raise ValueError(f"test.readout='{self.readout}' reads the AT heads; mpn.tasks "
+                             "mt_only has none: use test.readout mt")
+        if self.readout == "concat" and self.tasks == "at_only":
+            raise ValueError("test.readout='concat' needs MT and AT heads; the Baseline "
+                             "(mpn.tasks at_only) has only g: use test.readout mt")
+        if not self.feature_clip and self.backbone != "mobilenetv2":
+            raise ValueError(f"mpn.feature_clip False removes MobileNetV2's final ReLU6 clip; "
+                             f"backbone '{self.backbone}' has no clip: leave mpn.feature_clip "
+                             "True")
         if self.backbone_attention not in BACKBONE_ATTENTIONS:
             raise ValueError(f"mpn backbone_attention='{self.backbone_attention}' is not one of "
                              f"{BACKBONE_ATTENTIONS}")
@@ -159,7 +224,8 @@ class MPN(nn.Module):
         self.num_classes = num_classes
         self.backbone = build_backbone(config.backbone, config.last_stride,
                                        pretrained=config.pretrained,
-                                       weights=config.backbone_weights)
+                                       weights=config.backbone_weights,
+                                       feature_clip=config.feature_clip)
         # MPN* (Sec. 5.4.1): RGA-S after each stage end; a top-level child, so staged_lr and
         # open_layers see it as a new layer (always set: torchreid checks open_layers by hasattr)
         self.backbone_attention: Optional[StageAttention] = None
@@ -175,7 +241,7 @@ class MPN(nn.Module):
         self.main_heads, self.auxiliary_heads = build_task_heads(
             K, self.backbone.out_channels, D, config.use_attention, config.attention_reduction,
             config.sharing, with_main=config.tasks != "at_only",
-            with_auxiliary=config.tasks != "mt_only")
+            with_auxiliary=config.tasks != "mt_only", main_pooling=config.mt_pooling)
         # W_k^mt and W_k^at (Eq. 1): N(0, classifier_init_std) init, bias 0; optional neck.
         std, neck = config.classifier_init_std, config.classifier_neck == "bn"
         has_mt, has_at = self.main_heads is not None, self.auxiliary_heads is not None
@@ -193,8 +259,23 @@ class MPN(nn.Module):
 
     @property
     def feature_dim(self) -> int:
-        """Dimension of the test-time representation h (K * D)."""
-        return self.config.num_parts * self.config.dim
+        """Dimension of the test-time representation: K * D (``concat`` readout: 2 * K * D)."""
+        parts = 2 if self.config.readout == "concat" else 1
+        return parts * self.config.num_parts * self.config.dim
+
+    @property
+    def readout(self) -> str:
+        """The test-time representation (``test.readout``, :data:`READOUTS`)."""
+        return self.config.readout
+
+    @readout.setter
+    def readout(self, value: str) -> None:
+        self.config = dataclasses.replace(self.config, readout=value)   # validated there
+
+    def test_features(self, feature_map: torch.Tensor) -> torch.Tensor:
+        """The test-time representation from F (:func:`test_readout` with ``self.readout``)."""
+        return test_readout(feature_map, self.main_heads, self.auxiliary_heads,
+                            self.num_parts, self.config.readout)
 
     def main_task(self, feature_map: torch.Tensor) -> torch.Tensor:
         """f_1..f_K: every head on the whole F. (B, C, H, W) -> (B, K, D)."""
@@ -226,10 +307,9 @@ class MPN(nn.Module):
         if return_featuremaps:
             return feature_map
         if not self.training:
-            # Sec. 4: ATs removed; Baseline keeps its ATs on uniform division (Sec. 5.2.1).
-            if self.main_heads is not None:
-                return self.main_task(feature_map).flatten(1)       # h (Eq. 2): (B, K*D)
-            return self.auxiliary_task(feature_map).flatten(1)      # g
+            # Sec. 4: ATs removed (h, Eq. 2); the Baseline keeps its ATs on uniform division
+            # (g, Sec. 5.2.1); other readouts (beyond the paper) by test.readout
+            return self.test_features(feature_map)
         out: Dict[str, Optional[torch.Tensor]] = dict.fromkeys(
             ("mt_features", "at_features", "mt_logits", "at_logits", "h", "g"))
         if self.main_heads is not None:

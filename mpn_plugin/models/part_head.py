@@ -259,6 +259,26 @@ class ChannelAttention(nn.Module):
         return v * a
 
 
+#: pooling of the main tasks over the positions of F (``mpn.mt_pooling``): ``max`` is the
+#: paper's GMP (Fig. 6); ``avg`` (global average pooling, as BoT's global feature) and ``gem``
+#: (generalised mean, p = :data:`GEM_P`, as fast-reid's SBS) are options beyond the paper
+POOLINGS = ("max", "avg", "gem")
+#: exponent of GeM pooling (fast-reid's initial p; fixed here)
+GEM_P = 3.0
+
+
+def pool_positions(y: torch.Tensor, pooling: str) -> torch.Tensor:
+    """Pool (..., L) over its last axis: max (GMP), avg, or GeM
+    ``(mean_l max(y_l, eps)^p)^(1/p)`` with p = :data:`GEM_P` (y >= 0 after the ReLU)."""
+    if pooling == "max":
+        return y.amax(dim=-1)
+    if pooling == "avg":
+        return y.mean(dim=-1)
+    if pooling == "gem":
+        return y.clamp(min=1e-6).pow(GEM_P).mean(dim=-1).pow(1.0 / GEM_P)
+    raise ValueError(f"pooling '{pooling}' is not one of {POOLINGS}")
+
+
 #: layouts of the main tasks' inference GEMM (:attr:`PartHeads.inference_layout`): ``conv``
 #: (one 1x1 convolution on F, the backbone's kernel), ``channels_first`` (B BLAS GEMMs on F as
 #: it comes), ``positions_first`` (F copied positions-first, one BLAS GEMM with B*L rows)
@@ -278,11 +298,17 @@ class PartHeads(nn.Module):
     """
 
     def __init__(self, first: ConvBNReLU, second: ConvBNReLU,
-                 attention: Optional[ChannelAttention] = None):
+                 attention: Optional[ChannelAttention] = None, pooling: str = "max"):
         super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"part-head pooling '{pooling}' is not one of {POOLINGS} "
+                             f"(mpn.mt_pooling; 'max' is the paper's GMP)")
         self.first = first
         self.attention = attention
         self.second = second
+        #: pooling of :meth:`forward_whole` (:data:`POOLINGS`): ``max`` (GMP, the paper);
+        #: ``avg`` / ``gem`` are options beyond the paper (``mpn.mt_pooling``)
+        self.pooling = pooling
         self.fast_inference = True   # eval + no_grad: BN folded into the first GEMM
         self.fused_training = True   # training: first BN + ReLU + GMP fused (same function)
         #: layout of the main tasks' inference GEMM (:data:`INFERENCE_LAYOUTS`, default
@@ -311,6 +337,9 @@ class PartHeads(nn.Module):
         fused (:meth:`ConvBNReLU.shared_input_max_train_conv`): same function and gradients.
         ``inference_layout`` picks the layout of the inference GEMM (all tested equal)."""
         B, C = feature_map.shape[:2]
+        if self.pooling != "max":    # beyond the paper: no fused/folded path (they rely on max)
+            y = self.first(feature_map.reshape(B, C, -1), shared_input=True)  # (B, K, D, H*W)
+            return self._vector_stage(pool_positions(y, self.pooling))
         if self.fused_training and self.first.can_fuse():
             if self.training_kernel not in TRAINING_KERNELS:
                 raise ValueError(f"PartHeads.training_kernel='{self.training_kernel}' is not "
@@ -400,9 +429,13 @@ def shared_batchnorm(bn: "GroupedBatchNorm", mode: str) -> "GroupedBatchNorm":
 
 def build_task_heads(num_parts: int, in_channels: int, dim: int = 512, use_attention: bool = False,
                      attention_reduction: int = 4, sharing: SharingConfig = SharingConfig(),
-                     with_main: bool = True, with_auxiliary: bool = True
+                     with_main: bool = True, with_auxiliary: bool = True,
+                     main_pooling: str = "max"
                      ) -> Tuple[Optional[PartHeads], Optional[PartHeads]]:
     """Build the MT and AT head sets with the requested hard sharing.
+
+    ``main_pooling`` is the MT heads' pooling over F (:data:`POOLINGS`, ``max`` = GMP, the
+    paper); the AT heads always max-pool their part maps.
 
     Returns:
         (mt_heads, at_heads); either is None when that task is absent (MT Only / Baseline).
@@ -426,7 +459,7 @@ def build_task_heads(num_parts: int, in_channels: int, dim: int = 512, use_atten
 
     mt = None
     if with_main:
-        mt = PartHeads(conv(in_channels, dim), conv(dim, dim), attention())
+        mt = PartHeads(conv(in_channels, dim), conv(dim, dim), attention(), pooling=main_pooling)
     at = None
     if with_auxiliary:
         ref = mt if mt is not None else None
