@@ -59,7 +59,9 @@ def get_default_config() -> CN:
     cfg.sampler = CN()
     cfg.sampler.train_sampler = "RandomIdentitySampler"
     cfg.sampler.train_sampler_t = "RandomSampler"
-    cfg.sampler.num_instances = 8  # A (images per identity); batch_size = S * A
+    # A (images per identity); batch_size = S * A; 0 = derived from the training set (the
+    # largest divisor of batch_size <= half the median images per identity, at least 2)
+    cfg.sampler.num_instances = 8
     cfg.sampler.num_cams = 1
     cfg.sampler.num_datasets = 1
 
@@ -85,12 +87,14 @@ def get_default_config() -> CN:
     cfg.train.stepsize = [20]
     cfg.train.gamma = 0.1
     cfg.train.warmup_epochs = 0  # linear lr warm-up (epochs), 0 = off
-    cfg.train.sync_bn = False    # torchrun only: SyncBatchNorm in the backbone
+    cfg.train.sync_bn = False    # torchrun on GPUs only: SyncBatchNorm in the backbone
     cfg.train.amp = False        # mixed precision: bf16 autocast on CPU, fp16 + scaling on CUDA
     cfg.train.print_freq = 20
     cfg.train.seed = 1
-    # stop when the total loss exceeds this factor x max(its first iteration, 1): a diverging
-    # run stops (naming the largest term) before it writes a checkpoint; 0 = non-finite only
+    # stop when the total loss exceeds this factor x max(its first iteration, 1), or, checked
+    # after every epoch, the weights' L2 norm exceeds it x max(their start norm, 1): a diverging
+    # run stops (naming the largest term / weight) before it writes a checkpoint; 0 = non-finite
+    # only
     cfg.train.divergence_factor = 1000.0
     cfg.train.checkpoint_freq = 0  # also save a checkpoint every N epochs (0 = only at evaluations)
     cfg.train.keep_last = 0        # keep this run's last N epoch checkpoints (0 = keep all)

@@ -59,13 +59,22 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 def wrap_model(model: nn.Module, local_rank: int, sync_bn: bool = False) -> nn.Module:
     """DistributedDataParallel around ``model`` (already on its device). ``sync_bn`` converts
-    the backbone's BatchNorm2d layers to SyncBatchNorm (the heads' grouped BN stay per rank)."""
+    the backbone's BatchNorm2d layers to SyncBatchNorm (the heads' grouped BN stay per rank).
+
+    Raises:
+        ValueError: ``sync_bn`` for a model on CPU (PyTorch's SyncBatchNorm runs on GPUs only;
+            DDP would refuse it after the conversion with a less helpful message).
+    """
+    cuda = next(model.parameters()).is_cuda
+    if sync_bn and not cuda:
+        raise ValueError("train.sync_bn True needs GPUs (PyTorch's SyncBatchNorm runs on CUDA "
+                         "only); on CPU each process keeps its own BatchNorm statistics: set "
+                         "train.sync_bn False")
     if sync_bn:
         if hasattr(model, "backbone"):
             model.backbone = nn.SyncBatchNorm.convert_sync_batchnorm(model.backbone)
         else:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    cuda = next(model.parameters()).is_cuda
     return nn.parallel.DistributedDataParallel(
         model, device_ids=[local_rank] if cuda else None, output_device=local_rank if cuda else None)
 

@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .models.mpn import MPN, test_readout
+from .models.mpn import MPN, readout_features
 
 
 class InferenceModel(nn.Module):
@@ -65,7 +65,7 @@ class InferenceModel(nn.Module):
             return self.model(x)
         feature_map = self.backbone(x, self.backbone_attention)
         # MPN's own test-time readout (h, Eq. 2; the Baseline's g; or test.readout)
-        return test_readout(feature_map, self.main_heads, self.auxiliary_heads, self.num_parts,
+        return readout_features(feature_map, self.main_heads, self.auxiliary_heads, self.num_parts,
                             self.readout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

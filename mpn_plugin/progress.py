@@ -100,8 +100,12 @@ def progress_bar(iterable: Optional[Iterable] = None, total: Optional[int] = Non
     interval = _env_float("MPN_PROGRESS_INTERVAL", DEFAULT_INTERVAL_S)
     percent = _env_float("MPN_PROGRESS_PERCENT", DEFAULT_PERCENT)
     kwargs.setdefault("mininterval", interval)
-    # tqdm's monitor thread forces a redraw (and resets miniters) after maxinterval
-    kwargs.setdefault("maxinterval", max(kwargs["mininterval"], interval) * 10)
+    # tqdm's monitor thread forces a redraw and sets miniters to 1 when a bar has printed
+    # nothing for maxinterval seconds: a stalled job still shows a line now and then. Without a
+    # time throttle (interval 0: lines by percent only) it would fire whenever the thread
+    # happens to wake, and lines would follow every item from then on: off there.
+    longest = max(kwargs["mininterval"], interval) * 10
+    kwargs.setdefault("maxinterval", longest if longest > 0 else float("inf"))
     if total:
         kwargs.setdefault("miniters", max(1, int(total * percent / 100.0)))
     kwargs.setdefault("ascii", True)    # plain characters in log files

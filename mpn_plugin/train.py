@@ -22,7 +22,8 @@ from .config import (check_config, engine_run_kwargs, get_default_config, imaged
                      lr_scheduler_kwargs, merge_config_file, mpn_model_kwargs,
                      optimizer_kwargs)
 from .data.image_check import check_dataset_images, datasets_without
-from .data.sampler_check import identities_per_batch_error, identity_sampler_warning
+from .data.sampler_check import (AUTO_NUM_INSTANCES, derived_num_instances,
+                                 identities_per_batch_error, identity_sampler_warning)
 from .data.prior_datasets import FEATURE_STRIDE, PriorOptions, register_prior_datasets
 from .engine import build_engine
 from .models import MODEL_NAMES, MPN, VARIANTS, build_backbone
@@ -192,6 +193,9 @@ def build_datamanager(cfg, use_gpu: bool, excluded_images=()):
             numbers and the fix.
     """
     kwargs = imagedata_kwargs(cfg, use_gpu)
+    if kwargs["num_instances"] == AUTO_NUM_INSTANCES:
+        raise ValueError("sampler.num_instances 0 (derived from the data) must be resolved "
+                         "first: resolve_num_instances(cfg, use_gpu)")
     with datasets_without(list(cfg.data.sources) + list(cfg.data.targets), excluded_images):
         try:
             return compat.data.ImageDataManager(**kwargs)
@@ -206,6 +210,30 @@ def build_datamanager(cfg, use_gpu: bool, excluded_images=()):
             if error is None:
                 raise
             raise ValueError(error) from None
+
+
+def resolve_num_instances(cfg, use_gpu: bool = False):
+    """``cfg`` with ``sampler.num_instances 0`` replaced by the value derived from the training
+    set (:func:`~mpn_plugin.data.sampler_check.derived_num_instances`); other values and other
+    samplers: ``cfg`` unchanged."""
+    if (cfg.sampler.num_instances != AUTO_NUM_INSTANCES
+            or cfg.sampler.train_sampler != "RandomIdentitySampler"):
+        return cfg
+    probe = cfg.clone()
+    probe.defrost()
+    probe.sampler.train_sampler = "RandomSampler"          # asserts nothing about identities
+    probe.sampler.num_instances = 1
+    with datasets_without(list(cfg.data.sources) + list(cfg.data.targets), ()):
+        train = compat.data.ImageDataManager(
+            **imagedata_kwargs(probe, use_gpu)).train_loader.dataset.train
+    resolved = cfg.clone()
+    resolved.defrost()
+    resolved.sampler.num_instances = derived_num_instances(train, cfg.train.batch_size)
+    resolved.freeze()
+    print(f"sampler.num_instances 0 -> {resolved.sampler.num_instances} (derived from the "
+          f"training set: at most half the images of the median identity, a divisor of "
+          f"train.batch_size {cfg.train.batch_size})")
+    return resolved
 
 
 def build_optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
@@ -321,7 +349,8 @@ def evaluate_readouts(engine, readouts, run_kwargs) -> dict:
             out[readout] = dict(engine.last_results)
     finally:
         model.readout = own
-        engine.last_results = kept
+        engine.last_results.clear()                 # the run's own results, in place
+        engine.last_results.update(kept)
     for readout, res in out.items():
         for name, r in res.items():
             print(f"[readouts] {readout:<10} [{name}] Rank-1 {r['rank1']:.1%}  mAP {r['mAP']:.1%}")
@@ -336,6 +365,7 @@ def _run(cfg, dist_info=None) -> dict:
     priors = uses_priors(cfg)
     register_prior_datasets(PriorOptions.from_cfg(
         cfg, enabled=priors, feature_stride=feature_stride(cfg) if priors else FEATURE_STRIDE))
+    cfg = resolve_num_instances(cfg, use_gpu)
     datamanager = build_datamanager(cfg, use_gpu)
     skipped = check_dataset_images(datamanager, cfg.data.corrupt_images, cfg.data.save_dir,
                                    workers=max(1, cfg.data.workers),
@@ -385,7 +415,7 @@ def _run(cfg, dist_info=None) -> dict:
     start = time.time()
     engine.run(**run_kwargs)
     wall = round(time.time() - start, 1)
-    results = {"wall_time_s": wall, "results": engine.last_results,
+    results = {"wall_time_s": wall, "results": dict(engine.last_results),
                "loss_history": getattr(engine, "loss_history", []),
                "world_size": dist_info[1] if dist_info else 1, "skipped_images": skipped}
     if cfg.test.extra_readouts and (not dist_info or dist_info[0] == 0):

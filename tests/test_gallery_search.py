@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("faiss")
+import faiss  # noqa: E402,F401  (declared: a missing one is an install defect, not a skip)
 
+from conftest import needs_mobilenetv2_weights  # noqa: E402
 from mpn_plugin import compat  # noqa: E402
 from mpn_plugin.evaluation import evaluate_features  # noqa: E402
 from mpn_plugin.inference import Extraction  # noqa: E402
@@ -23,6 +24,43 @@ from mpn_plugin.inference.visrank import GREEN, RED  # noqa: E402
 from mpn_plugin.models import build_mpn  # noqa: E402
 
 CONFIG = "configs/mpn_synthetic.yaml"
+# Similarities that two float32 computations of the same features (faiss against torch, another
+# batch split of the same network) may order differently: ~100 float32 ulps near 1. Rankings
+# are compared up to swaps within this margin; every other difference fails.
+NEAR_TIE = 1e-5
+
+
+def near_tied_queries(qf, gf, q_p, g_p, q_c, g_c, eps=NEAR_TIE):
+    """(first, any) over the valid queries: how many have their first correct match within
+    ``eps`` (cosine) of the wrong image just ahead of it (CMC can move by one rank), and how
+    many have any correct match within ``eps`` of an adjacent wrong image (AP can change);
+    same-identity same-camera images are dropped first, as the protocol does."""
+    qn = qf / np.linalg.norm(qf, axis=1, keepdims=True)
+    gn = gf / np.linalg.norm(gf, axis=1, keepdims=True)
+    sims = qn.astype(np.float64) @ gn.astype(np.float64).T
+    first = any_ = valid = 0
+    for i in range(len(qf)):
+        keep = ~((g_p == q_p[i]) & (g_c == q_c[i]))
+        order = np.argsort(-sims[i][keep], kind="stable")
+        s, match = sims[i][keep][order], (g_p[keep] == q_p[i])[order]
+        if not match.any():
+            continue
+        valid += 1
+        risky = (np.abs(np.diff(s)) < eps) & (match[:-1] != match[1:])
+        r = int(np.argmax(match))
+        first += bool(r > 0 and risky[r - 1])
+        any_ += bool(risky.any())
+    return first, any_, valid
+
+
+def assert_same_topk_up_to_near_ties(ids, reference, scores, eps=NEAR_TIE):
+    """Top-k id lists equal, except where two ids swap places with scores within ``eps``
+    (``scores``: the exact (Q, N) similarity matrix)."""
+    ids, reference = np.asarray(ids), np.asarray(reference)
+    assert ids.shape == reference.shape
+    rows, cols = np.nonzero(ids != reference)
+    gaps = np.abs(scores[rows, ids[rows, cols]] - scores[rows, reference[rows, cols]])
+    assert np.all(gaps < eps), list(zip(rows.tolist(), cols.tolist(), gaps.tolist()))
 FAST = ["data.height", "64", "data.width", "32", "data.workers", "0", "mpn.dim", "64",
         "mpn.backbone", "mobilenetv2"]
 
@@ -33,6 +71,7 @@ def pipeline(tiny_root, tmp_path_factory):
     evaluator's results for it (tools/train.py test-only), and query/gallery feature stores."""
     from mpn_plugin.train import main as train_main
     import extract_features
+    needs_mobilenetv2_weights()           # pretrained=True below: skips with the install line
     tmp = tmp_path_factory.mktemp("pipeline")
     torch.manual_seed(0)
     model = build_mpn(num_classes=16, backbone="mobilenetv2", pretrained=True, dim=64)
@@ -64,22 +103,29 @@ def test_exact_search_rank1_equals_the_evaluators_and_visrank(pipeline):
                                    stores["query"], "--topk", "5", "--visualize", "--out", out])
     evaluator = pipeline["results"]
     assert summary["cmc"]["num_valid"] == summary["num_queries"] > 0
-    assert abs(summary["cmc"]["rank1"] - evaluator["rank1"]) < 1e-6, (summary, evaluator)
+    # the stored features are the evaluator's up to float32 noise (another batch split; faiss
+    # against torch): a query's CMC or AP may differ only where a correct and a wrong image
+    # are near-tied; those queries give the slack, and must be few for this test to mean much
+    qf, q_rows = FeatureStore(stores["query"]).load()
+    gf, g_rows = FeatureStore(stores["gallery"]).load()
+    q_p, q_c = np.array([r["pid"] for r in q_rows]), np.array([r["camid"] for r in q_rows])
+    g_p, g_c = np.array([r["pid"] for r in g_rows]), np.array([r["camid"] for r in g_rows])
+    first, any_, valid = near_tied_queries(qf, gf, q_p, g_p, q_c, g_c)
+    assert valid == summary["num_queries"] and any_ <= valid // 10, (first, any_, valid)
+    cmc_slack, map_slack = first / valid + 1e-6, any_ / valid + 1e-6
+    assert abs(summary["cmc"]["rank1"] - evaluator["rank1"]) <= cmc_slack, (summary, evaluator)
     # queries straight from images (the README's third command) give the same answer
     from_images = search_gallery.main(["query", "--index", str(tmp / "index"), "--query-images",
                                        os.path.join(pipeline["data"], "query"), "--query-preset",
                                        "market1501", *pipeline["model_args"], "--topk", "5",
                                        "--out", str(tmp / "search_images"), *pipeline["opts"]])
-    assert from_images["cmc"] == summary["cmc"]
+    assert from_images["cmc"]["num_valid"] == summary["cmc"]["num_valid"]
+    assert np.allclose(from_images["cmc"]["cmc"], summary["cmc"]["cmc"], atol=cmc_slack)
     # the evaluator's computation on the stored features: the search's CMC, the engine's mAP
-    qf, q_rows = FeatureStore(stores["query"]).load()
-    gf, g_rows = FeatureStore(stores["gallery"]).load()
-    q_p, q_c = np.array([r["pid"] for r in q_rows]), np.array([r["camid"] for r in q_rows])
-    g_p, g_c = np.array([r["pid"] for r in g_rows]), np.array([r["camid"] for r in g_rows])
     cmc, mAP = evaluate_features(torch.from_numpy(qf), torch.from_numpy(gf), q_p, g_p, q_c, g_c,
                                  "cosine", 50)
-    assert np.allclose(summary["cmc"]["cmc"], cmc[:5], atol=1e-6)
-    assert abs(mAP - evaluator["mAP"]) < 1e-6          # stored features = the evaluator's
+    assert np.allclose(summary["cmc"]["cmc"], cmc[:5], atol=cmc_slack)
+    assert abs(mAP - evaluator["mAP"]) <= map_slack     # stored features = the evaluator's
     # results.csv: top-5 per query, best first; one PNG per query with green/red borders
     with open(os.path.join(out, "results.csv")) as f:
         rows = list(csv.DictReader(f))
@@ -158,19 +204,23 @@ def test_sharded_and_incremental_indexes_give_one_index_topk(tmp_path):
     a, b = _store(tmp_path / "a", feats, 0, 1100), _store(tmp_path / "b", feats, 1100, 2000)
     one = build_gallery_index([a, b], str(tmp_path / "one"), progress=False)
     s1, i1 = one.search(queries, 10)
-    exact = np.argsort(-queries @ feats.T, axis=1, kind="stable")[:, :10]
-    assert np.array_equal(i1, exact)
+    scores = queries.astype(np.float64) @ feats.astype(np.float64).T
+    exact = np.argsort(-scores, axis=1, kind="stable")[:, :10]
+    assert_same_topk_up_to_near_ties(i1, exact, scores)
+    assert np.allclose(s1, np.take_along_axis(scores, exact, 1), atol=1e-5)
     # two shards merged at query time (e.g. one per machine)
     shards = [build_gallery_index([p], str(tmp_path / f"shard_{n}"), progress=False)
               for n, p in (("a", a), ("b", b))]
     s2, i2, items = search_sharded(shards, queries, 10)
-    assert np.array_equal(i1, i2) and np.allclose(s1, s2, atol=1e-6)
-    assert items[i2[0, 0]][0] == f"item{i1[0, 0]}"
+    assert_same_topk_up_to_near_ties(i2, i1, scores)
+    assert np.allclose(s1, s2, atol=1e-6)
+    assert items[i2[0, 0]][0] == f"item{i2[0, 0]}"
     # incremental: index a, then add b to the saved index (a's shards are not added twice)
     build_gallery_index([a], str(tmp_path / "inc"), progress=False)
     inc = build_gallery_index([a, b], str(tmp_path / "inc"), progress=False)
     assert inc.ntotal == 2000
-    assert np.array_equal(GalleryIndex.load(str(tmp_path / "inc")).search(queries, 10)[1], i1)
+    assert_same_topk_up_to_near_ties(GalleryIndex.load(str(tmp_path / "inc")).search(queries, 10)[1],
+                                     i1, scores)
     # another model's features are refused
     c = _store(tmp_path / "c", feats, 0, 10, name="other")
     with pytest.raises(ValueError, match="another model"):
@@ -200,7 +250,9 @@ def test_search_cmc_matches_the_evaluator_with_junk_and_unmatched_queries():
     ours = search_cmc(lambda k: index.search(qf, k)[1], q_p, q_c, g_p, g_c, max_rank=10)
     cmc, _ = evaluate_features(torch.from_numpy(qf), torch.from_numpy(gf), q_p, g_p, q_c, g_c,
                                "cosine", 50)
-    assert np.allclose(ours["cmc"], cmc[:10], atol=1e-6)
+    first, _, valid = near_tied_queries(qf, gf, q_p, g_p, q_c, g_c)    # faiss against torch
+    assert first <= valid // 10
+    assert np.allclose(ours["cmc"], cmc[:10], atol=first / valid + 1e-6)
 
 
 def test_benchmark_runs_at_a_tiny_size(tmp_path):

@@ -16,7 +16,7 @@ from conftest import tiny_config
 from mpn_plugin import compat
 from mpn_plugin.data import register_prior_datasets
 from mpn_plugin.priors import PriorCache, commands
-from mpn_plugin.priors.commands import (MEDIAPIPE_PYTHON, STANDARD_DATASET_DIRS,
+from mpn_plugin.priors.commands import (STANDARD_DATASET_DIRS,
                                         generate_priors_command, standard_dataset_dir)
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -98,7 +98,9 @@ def test_missing_cache_file_setting_prints_a_command_writing_that_file(small_roo
     options = PriorOptions(cache_file=str(tmp_path / "my priors.npz"))   # mpn.prior.cache_file
     with pytest.raises(FileNotFoundError) as exc:
         train_set(small_root, options)[0]
-    argv = shlex.split(re.search(r"For this dataset: (.+)$", str(exc.value)).group(1))
+    message = str(exc.value)
+    assert message.count("generate_priors.py") == 1, message     # one command: the right one
+    argv = shlex.split(re.search(r"make it with: (.+)$", message).group(1))
     assert argv[argv.index("--out") + 1] == str(tmp_path / "my priors.npz")
     generate_priors.main(argv[2:] + ["--workers", "1"])
     assert train_set(small_root, options)[0]["prior_mask"].shape == (8, 4)
@@ -136,8 +138,6 @@ def test_printed_command_quotes_paths(tmp_path):
     assert f"--root '{tmp_path / 'my data'}'" in cmd and "--adapter mediapipe" in cmd
 
 
-mediapipe_env = pytest.mark.skipif(not osp.isfile(MEDIAPIPE_PYTHON),
-                                   reason="no .venv-mediapipe (bash third_party/mediapipe_env.sh)")
 
 
 @pytest.fixture(scope="module")
@@ -146,11 +146,10 @@ def mini_root(tmp_path_factory):
     return synthetic_root(tmp_path_factory, "mp", 1)
 
 
-@mediapipe_env
-def test_mediapipe_env_runs_dataset_command(mini_root):
+def test_mediapipe_env_runs_dataset_command(mini_root, mediapipe_python):
     """The issue's first trap: --dataset with the mediapipe env's python used to fail with
     ModuleNotFoundError; it now asks the training env for the image list."""
-    r = subprocess.run([MEDIAPIPE_PYTHON, TOOL, "--dataset", NAME, "--root", mini_root,
+    r = subprocess.run([mediapipe_python, TOOL, "--dataset", NAME, "--root", mini_root,
                         "--adapter", "synthetic", "--height", "128", "--width", "64",
                         "--workers", "1", "--max-fallback-share", "1"],
                        capture_output=True, text=True, env=dict(os.environ, MPN_PYTHON=sys.executable))
@@ -160,8 +159,7 @@ def test_mediapipe_env_runs_dataset_command(mini_root):
     assert {osp.relpath(p, ds.dataset_dir) for p, *_ in ds.train} == set(cache.relpaths())
 
 
-@mediapipe_env
-def test_dataset_command_with_mediapipe_adapter(mini_root):
+def test_dataset_command_with_mediapipe_adapter(mini_root, mediapipe_python):
     """The command the error prints for a real dataset (--adapter mediapipe), from the training
     environment: the images are listed here and mediapipe runs in .venv-mediapipe."""
     r = subprocess.run([sys.executable, TOOL, "--dataset", NAME, "--root", mini_root, "--adapter",

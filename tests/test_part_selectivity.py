@@ -121,10 +121,19 @@ def test_tool_writes_table_json_and_figure(tiny_root, tmp_path):
                       *specs, *FAST])
     mpn, base = rows
     assert len(mpn["matrix"]) == 6 and mpn["images"] == 8
-    assert all(abs(sum(row) - 1) < 1e-9 for row in mpn["matrix"])
+    # the tool's matrix is the library's, for that checkpoint and the first 8 query images
+    from mpn_plugin.evaluation.robustness import ReidModel, load_split
+    from mpn_plugin.train import load_model_spec
+    name, model, cfg = load_model_spec(specs[1], tiny_root, FAST)
+    query, _ = load_split(cfg.data.targets[0], cfg.data.root)
+    direct = part_selectivity(model, ReidModel(name, model, cfg).input_batches(query.paths[:8]))
+    assert torch.allclose(torch.tensor(mpn["matrix"], dtype=torch.float64), direct["matrix"])
+    assert mpn["diagonal"] == pytest.approx(direct["diagonal"])
+    assert 0 < mpn["maxima"] == direct["maxima"] <= 8 * 6 * 32   # images x heads x channels
     assert "matrix" not in base and 0 <= base["trunk_mAP"] <= 1 and 0 <= base["mAP"] <= 1
     saved = json.load(open(tmp_path / "part_selectivity.json"))
     assert [r["model"] for r in saved] == ["MPN", "Baseline"]
+    assert saved[0]["matrix"] == mpn["matrix"] and saved[1]["trunk_mAP"] == base["trunk_mAP"]
     text = (tmp_path / "part_selectivity.md").read_text()
     assert "no main task" in text and "MPN: share of head k's channel maxima" in text
     assert (tmp_path / "part_selectivity.png").stat().st_size > 0

@@ -174,10 +174,12 @@ def test_mpn_star_trains_loss_falls():
                   num_parts=2).train()
     x, pids = torch.randn(8, 3, 64, 32), torch.arange(4).repeat_interleave(2)
     mask, roi = torch.ones(8, 4, 2), torch.tensor([[0.0, 1.0]] * 8)      # F: 4x2
-    opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9)
+    # lr 0.02: a smooth descent (at lr 0.1 the early phase is chaotic and thread-order float
+    # noise moved the result). Seeds 0-3, 1 or 2 threads: the last loss is 0.25-0.39 of the
+    # first (the untrained model's, same seed and batch); the bound leaves a wide margin.
+    opt = torch.optim.SGD(m.parameters(), lr=0.02, momentum=0.9)
     losses = []
-    for _ in range(14):            # ~4 s; seeds 0-3 reach 0.24-0.63 of the first loss by step
-        #                            10 (chaotic early phase; thread-order float noise moves it)
+    for _ in range(14):            # ~4 s
         out = m(x, mask, roi)
         loss = (part_id_loss(out["mt_logits"], pids) + part_id_loss(out["at_logits"], pids)
                 + cosine_batch_hard_triplet_loss(out["h"], pids)
@@ -189,4 +191,5 @@ def test_mpn_star_trains_loss_falls():
             assert grad is not None and grad.abs().sum() > 0       # RGA-S is trained
         opt.step()
         losses.append(loss.item())
-    assert min(losses[-4:]) < 0.75 * losses[0], losses
+    assert losses[-1] < 0.6 * losses[0], losses
+    assert losses[-1] < losses[len(losses) // 2], losses          # still falling, not a blip

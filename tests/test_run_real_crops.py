@@ -54,14 +54,25 @@ def test_plan_records_and_resume(tmp_path, monkeypatch):
     assert cmds == []
 
 
-def test_baseline_plain_is_opt_in_and_uses_its_own_config(tmp_path, monkeypatch):
-    cmds = fake_subprocess(monkeypatch, {"baseline_plain": (0.8, 0.8)})
+def test_paper_protocol_is_opt_in_and_uses_its_own_config(tmp_path, monkeypatch):
+    cmds = fake_subprocess(monkeypatch, {"mpn_paper_protocol": (0.8, 0.8)})
     rows = run_real_crops.main(["--log-dir", str(tmp_path / "log"), "--seeds", "1",
-                                "--protocols", "imagenet", "--models", "baseline_plain"])
+                                "--protocols", "imagenet", "--models", "mpn_paper_protocol"])
     assert len(cmds) == 1 and cmds[0][cmds[0].index("--config-file") + 1].endswith(
-        "baseline_plain_mobilenetv2.yaml")
-    assert [(r["model"], r["protocol"]) for r in rows] == [("baseline_plain", "imagenet")]
-    assert "baseline_plain" not in run_real_crops.DEFAULT_MODELS
+        "mpn_paper_protocol.yaml")
+    assert [(r["model"], r["protocol"]) for r in rows] == [("mpn_paper_protocol", "imagenet")]
+    assert "mpn_paper_protocol" not in run_real_crops.DEFAULT_MODELS
+    assert "baseline_plain" not in run_real_crops.MODELS          # one recipe per model
+
+
+def test_table_keeps_rows_of_former_recipes_and_leaves_probe_rows_out():
+    row = {"dataset": "cuhk01", "protocol": "imagenet", "seed": 1, "rank1": 80.0, "mAP": 84.0,
+           "epochs": 9, "wall_s": 600.0, "command": "x"}
+    rows = [dict(row, model="baseline_plain"), dict(row, model="mpn", mAP=75.0),
+            dict(row, model="mpn_pool_avg", protocol="probe")]
+    text = run_real_crops.table(rows)
+    assert text.index("| imagenet | mpn |") < text.index("| imagenet | baseline_plain |")
+    assert "mpn_pool_avg" not in text
 
 
 def test_out_keeps_the_rows_of_other_runs_and_replaces_re_measured_ones(tmp_path, monkeypatch):
@@ -91,3 +102,71 @@ def test_out_that_is_not_a_list_of_runs_is_refused_and_left_untouched(tmp_path, 
         run_real_crops.main(["--log-dir", str(tmp_path / "log"), "--seeds", "1",
                              "--protocols", "imagenet", "--models", "mpn", "--out", str(out)])
     assert out.read_text() == '{"not": "a list"}'
+
+
+def _write_probes(tmp_path, text):
+    path = tmp_path / "probes.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def fake_probe_subprocess(monkeypatch):
+    """Fake runs whose results.json carries every readout (as test.extra_readouts writes)."""
+    def write(cmd, save_dir):
+        epochs = int(cmd[cmd.index("train.max_epoch") + 1]) if "train.max_epoch" in cmd else 5
+        base = 0.5 + 0.1 * ("mpn.mt_pooling" in cmd)
+        res = {"wall_time_s": 60.0 * epochs, "loss_history": [{}] * epochs,
+               "results": {"custom_crops_prior": {"rank1": base, "mAP": base}}}
+        if "test.extra_readouts" in cmd:
+            res["readouts"] = {k: {"custom_crops_prior": {"rank1": base + d, "mAP": base + d}}
+                               for k, d in (("mt", 0.0), ("at_uniform", 0.02), ("concat", 0.01))}
+        with open(os.path.join(save_dir, "results.json"), "w") as f:
+            json.dump(res, f)
+    return fake_training_subprocess(monkeypatch, run_real_crops, write)
+
+
+def test_probes_run_in_order_share_the_ide_stage_resume_and_record_every_readout(
+        tmp_path, monkeypatch):
+    cmds = fake_probe_subprocess(monkeypatch)
+    probes = _write_probes(tmp_path, """
+- {name: mpn_pool_avg, model: mpn, opts: [mpn.mt_pooling, avg]}
+- {name: paper, model: mpn_paper_protocol, ide: true}
+- {name: paper_o, model: mpn_paper_protocol, ide: true, opts: [mpn.use_attention, "False"]}
+""")
+    out = tmp_path / "rows.json"
+    args = ["--probes", probes, "--seeds", "1", "--log-dir", str(tmp_path / "log"),
+            "--dataset", "jit", "--root", "data/jit", "--ide-epochs", "3", "--out", str(out)]
+    rows = run_real_crops.main(args)
+    names = [c[c.index("data.save_dir") + 1].split(os.sep)[-2] for c in cmds]
+    assert names == ["ide", "mpn_pool_avg", "paper", "paper_o"]    # one IDE for both probes
+    ide_ckpt = os.path.join(str(tmp_path / "log"), "probes", "jit", "ide", "seed1", "model",
+                            "model.pth.tar-3")
+    for cmd in cmds[2:]:
+        assert cmd[cmd.index("mpn.init_weights") + 1] == ide_ckpt
+        assert cmd[cmd.index("model.pretrained") + 1] == "False"
+        assert cmd[cmd.index("--root") + 1] == "data/jit"
+    assert cmds[1][-2:] == ["mpn.mt_pooling", "avg"]
+    assert "test.extra_readouts" not in cmds[0]                     # the softmax IDE model
+    by_name = {r["model"]: r for r in rows}
+    assert set(by_name) == {"ide", "mpn_pool_avg", "paper", "paper_o"}
+    assert by_name["mpn_pool_avg"]["readouts"]["at_uniform"]["mAP"] == 62.0
+    assert by_name["mpn_pool_avg"]["mAP"] == 60.0 and "readouts" not in by_name["ide"]
+    assert by_name["paper"]["epochs"] == 3 + 5 and " && " in by_name["paper"]["command"]
+    assert json.loads(out.read_text()) == rows
+    assert "| jit | mpn_pool_avg | 1 | 60.0 | 60.0 | 60.0 / 62.0 / 61.0 | 5 |" in \
+        run_real_crops.probe_table(rows)
+    cmds.clear()
+    assert run_real_crops.main(args) == rows and cmds == []       # resumed: nothing retrained
+
+
+@pytest.mark.parametrize("text,match", [
+    ("{name: a}", "expected a list"),
+    ("- {model: mpn}", "needs a 'name'"),
+    ("- {name: a}\n- {name: a}", "used twice"),
+    ("- {name: a, model: pcb}", "model 'pcb'"),
+    ("- {name: a, opts: [mpn.dim]}", "key, value pairs"),
+    ("- {name: a, epochs: 3}", "unknown keys"),
+])
+def test_bad_probe_files_are_refused_with_the_entry_and_the_fix(tmp_path, text, match):
+    with pytest.raises(ValueError, match=match):
+        run_real_crops.load_probes(_write_probes(tmp_path, text))

@@ -323,6 +323,16 @@ def main(argv=None):
                    help="exit with an error (the cache is kept) when a larger share of the images "
                         "gets the fallback prior: tool outputs not matched to the images")
     args = p.parse_args(argv)
+    if args.stride < 1:
+        raise SystemExit(f"--stride {args.stride}: the backbone's feature stride is at least 1 "
+                         "(16 for the models here)")
+    feature_size = pipeline.feature_size_for((args.height, args.width), args.stride)
+    if min(feature_size) < 1:
+        raise SystemExit(
+            f"--height {args.height} --width {args.width} with --stride {args.stride}: the "
+            f"feature map would be {feature_size[0]}x{feature_size[1]}, and priors are made for "
+            f"the feature map. Give the model's input size; the smallest is --height "
+            f"{args.stride} --width {args.stride} (the stride), e.g. --height 256 --width 128.")
 
     if args.list_only:
         image_root, items, cache_dir = list_images(args)
@@ -330,7 +340,6 @@ def main(argv=None):
         return {"images": len(items)}
     if args.adapter == "mediapipe" and importlib.util.find_spec("mediapipe") is None:
         return run_in_mediapipe_env(args)  # list here, generate in the mediapipe environment
-    feature_size = pipeline.feature_size_for((args.height, args.width), args.stride)
     dataset_dir, items, cache_dir = list_images(args)
     if not items:
         raise SystemExit(f"no images found for {args.dataset or args.manifest or args.images}")
@@ -349,13 +358,16 @@ def main(argv=None):
     header["config"] = {k: list(v) if isinstance(v, tuple) else v for k, v in header["config"].items()}
     if osp.exists(out):
         if not args.overwrite:
+            # this very run's command, --out included, is the one every error names
+            rerun = (header["command"] + (f" --out {shlex.quote(osp.abspath(out))}"
+                                          if args.out else "") + " --overwrite")
             try:
-                c = cache_mod.PriorCache.load(out, adapter.name, adapter.version, feature_size, fingerprint)
+                c = cache_mod.PriorCache.load(out, adapter.name, adapter.version, feature_size,
+                                              fingerprint, regenerate=rerun)
                 print(f"up-to-date prior cache '{out}': {c.summary()}")
                 return check_fallback_share(c.summary(), args.max_fallback_share, out)
-            except cache_mod.StalePriorCacheError as exc:
-                raise SystemExit(f"{exc}\nTo replace it, rerun with --overwrite: "
-                                 f"{header['command']} --overwrite")
+            except cache_mod.StalePriorCacheError as exc:   # stale or damaged
+                raise SystemExit(str(exc)) from None
         os.remove(out)
     writer = cache_mod.PriorCacheWriter(out, header, image_root=dataset_dir, overwrite=args.overwrite)
     todo = [(path, rel, feature_size, config) for path, rel in items

@@ -22,7 +22,7 @@ Examples::
 
     python tools/part_selectivity.py --trunk --out-dir docs/part_selectivity \\
         --model MPN=configs/cuhk01/mpn_mobilenetv2.yaml:log/cuhk01/mpn_mobilenetv2/model/model.pth.tar-6 \\
-        --model Baseline=configs/cuhk01/baseline_plain_mobilenetv2.yaml:log/cuhk01/baseline_plain_mobilenetv2/model/model.pth.tar-9
+        --model Baseline=configs/cuhk01/baseline_mobilenetv2.yaml:log/cuhk01/baseline_mobilenetv2/model/model.pth.tar-8
 """
 from __future__ import annotations
 

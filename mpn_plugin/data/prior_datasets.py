@@ -158,13 +158,12 @@ class PriorAwareMixin:
         ``on_missing='uniform'``) and made for these very image files (sizes and content
         digests, else ``StalePriorCacheError`` naming the images that differ)."""
         if self._cache is None:
-            from ..priors.cache import PriorCache, StalePriorCacheError
+            from ..priors.cache import PriorCache
             path = self._cache_path()
-            try:
-                cache = PriorCache.load(path, expected_feature_size=feature_size)
-            except (StalePriorCacheError, FileNotFoundError) as exc:  # the command for this dataset
-                raise type(exc)(f"{exc}\nFor this dataset: "
-                                f"{self.generate_priors_hint(feature_size, True)}") from exc
+            # one command in every error: the one for this dataset, data root and feature size
+            # (the cache's own header repeats the settings it was made with)
+            cache = PriorCache.load(path, expected_feature_size=feature_size,
+                                    regenerate=self.generate_priors_hint(feature_size, True))
             rels = {osp.relpath(p, self.image_root) for p, *_ in self.data}
             missing = sorted(r for r in rels if r not in cache)
             if missing and self.prior_options.on_missing == "error":

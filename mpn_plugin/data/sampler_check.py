@@ -76,3 +76,28 @@ def identities_per_batch_error(train: Iterable, batch_size: int,
             f"{max(num_instances, num_ids * num_instances)} or less (identities x num_instances)"
             + (f", or sampler.num_instances {fit_a} or more" if num_ids and fit_a > num_instances
                else "") + ".")
+
+
+#: ``sampler.num_instances`` value that asks for :func:`derived_num_instances`
+AUTO_NUM_INSTANCES = 0
+
+
+def derived_num_instances(train: Iterable, batch_size: int,
+                          min_batches_per_identity: int = 2) -> int:
+    """``sampler.num_instances`` (A) derived from the training set: the largest divisor of
+    ``batch_size`` that keeps the median identity in at least ``min_batches_per_identity``
+    batches per epoch (A <= median images / 2), and at least 2 (the triplet loss needs a
+    positive in the batch). One rule for every dataset: CUHK01 (4 images per identity) gets
+    2, a set with ~10 images per identity gets 4 at batch 48.
+
+    Examples::
+
+        >>> derived_num_instances([("a", 0, 0)] * 4 + [("b", 1, 0)] * 4, batch_size=48)
+        2
+    """
+    counts = images_per_identity(train)
+    if not counts:
+        raise ValueError("sampler.num_instances 0 (derived from the data) needs training images")
+    limit = int(statistics.median(counts.values()) // min_batches_per_identity)
+    divisors = [a for a in range(2, batch_size + 1) if batch_size % a == 0 and a <= limit]
+    return max(divisors) if divisors else 2

@@ -9,6 +9,13 @@ logged loss terms (every engine, torchreid's included): non-finite terms raise
 ``max(total of the run's first iteration, 1)`` raises :class:`LossDivergenceError`, naming the
 largest term. Raising ends ``Engine.run`` before its next checkpoint, so the checkpoints
 already in ``save_dir`` are kept.
+
+A loss is only seen before its step, so the last step of a run (with one batch per epoch, the
+only step) would go unchecked: after every epoch, before any checkpoint of it is written, the
+weights are checked as well (:meth:`LossDivergenceCheck.check_weights`): non-finite weights
+raise ``FloatingPointError``, and an L2 norm of all weights above ``factor`` times
+``max(their norm at the run's start, 1)`` raises :class:`LossDivergenceError`, naming the
+parameter with the largest value.
 """
 from __future__ import annotations
 
@@ -45,6 +52,58 @@ class LossDivergenceCheck:
         self.factor = float(factor)
         self.floor = float(floor)
         self.start: Optional[Dict[str, float]] = None
+        self.start_weight_norm: Optional[float] = None
+
+    @staticmethod
+    def _weights(model: torch.nn.Module):
+        return [(name, p.detach()) for name, p in model.named_parameters()
+                if p.dtype.is_floating_point]
+
+    @torch.no_grad()
+    def weights_start(self, model: torch.nn.Module) -> None:
+        """Record the L2 norm of ``model``'s weights (call before the run's first step)."""
+        weights = self._weights(model)
+        self.start_weight_norm = self._norm(weights)
+
+    @staticmethod
+    def _norm(weights) -> float:
+        """L2 norm of all weights, in float64 (a blown-up float32 weight squared overflows)."""
+        if not weights:
+            return 0.0
+        return float(torch.linalg.vector_norm(torch.stack(
+            [torch.linalg.vector_norm(w, dtype=torch.float64) for _, w in weights])))
+
+    @torch.no_grad()
+    def check_weights(self, model: torch.nn.Module, context: str = "") -> None:
+        """Raise when ``model``'s weights are non-finite, or when their L2 norm is above
+        ``factor`` times ``max(norm at weights_start, floor)`` (``factor`` 0: non-finite only).
+        Without a recorded start, only non-finite weights are checked."""
+        weights = self._weights(model)
+        if not weights:
+            return
+        where = f" {context}" if context else ""
+        bad = [name for name, w in weights if not bool(torch.isfinite(w).all())]
+        if bad:
+            raise FloatingPointError(
+                f"non-finite weights{where}: {', '.join(bad[:5])}"
+                f"{' and %d more' % (len(bad) - 5) if len(bad) > 5 else ''}. The run stopped "
+                "before writing a checkpoint of them. Lower train.lr or use a warm-up "
+                "(train.warmup_epochs).")
+        if self.factor <= 0 or self.start_weight_norm is None:
+            return
+        total = self._norm(weights)
+        reference = max(self.start_weight_norm, self.floor)
+        if total <= self.factor * reference:
+            return
+        peaks = [float(w.abs().max()) if w.numel() else 0.0 for _, w in weights]
+        worst = max(range(len(weights)), key=peaks.__getitem__)
+        raise LossDivergenceError(
+            f"training diverged{where}: the weights' L2 norm is {total:.3g}, more than "
+            f"train.divergence_factor={self.factor:g} x its start {self.start_weight_norm:.3g} "
+            f"(floor {self.floor:g}); largest |w| {peaks[worst]:.3g} in {weights[worst][0]}. "
+            "The run stopped before writing a checkpoint of these weights. Lower train.lr, use "
+            "a warm-up (train.warmup_epochs), or raise train.divergence_factor (0 = stop on "
+            "non-finite values only) if such growth is expected.")
 
     @staticmethod
     def loss_terms(summary: Dict[str, float]) -> Dict[str, float]:

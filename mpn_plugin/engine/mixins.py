@@ -39,9 +39,10 @@ class EngineMixin(compat.SafeCheckpointMixin):
         multi_query (str): ``test.multi_query``: ``none``, or ``mean`` / ``max`` pooling of the
             gt_bbox/ features of each query's identity and camera (Market-1501 multi-query,
             :mod:`mpn_plugin.evaluation.multi_query`).
-        divergence_factor (float): ``train.divergence_factor``: every iteration's losses go
-            through :class:`~mpn_plugin.engine.divergence.LossDivergenceCheck` (non-finite or
-            this factor above the run's start: the run stops before its next checkpoint).
+        divergence_factor (float): ``train.divergence_factor``: every iteration's losses, and
+            after every epoch the weights, go through
+            :class:`~mpn_plugin.engine.divergence.LossDivergenceCheck` (non-finite or this factor
+            above the run's start: the run stops before its next checkpoint).
         checkpoint_freq (int): ``train.checkpoint_freq``: also save a checkpoint after every
             N-th epoch (torchreid saves only after its evaluations and at the end); 0 = off.
         keep_last (int): ``train.keep_last``: keep only the last N epoch checkpoints this run
@@ -66,6 +67,7 @@ class EngineMixin(compat.SafeCheckpointMixin):
         bound.apply_defaults()
         self._run_args = bound.arguments
         self._loss_check = LossDivergenceCheck(self.divergence_factor)
+        self._loss_check.weights_start(self.unwrapped_model)
         return super().run(*args, **kwargs)
 
     def autocast(self, enabled: bool, scaled: bool = True):
@@ -102,20 +104,27 @@ class EngineMixin(compat.SafeCheckpointMixin):
         return feats
 
     def train(self, *args, **kwargs):
-        """torchreid's epoch, plus: the epoch is passed to a distributed sampler, and the
-        epoch's mean of every logged loss term goes to ``self.loss_history``."""
+        """torchreid's epoch, plus: the epoch is passed to a distributed sampler, the
+        epoch's mean of every logged loss term goes to ``self.loss_history``, every step's
+        losses and the epoch's final weights go through the divergence check."""
         sampler = getattr(self.train_loader, "sampler", None)
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(self.epoch)
         sums, count = defaultdict(float), [0]
         step = self.forward_backward
 
-        check = self.__dict__.setdefault("_loss_check", LossDivergenceCheck(self.divergence_factor))
+        check = self.__dict__.get("_loss_check")
+        if check is None:                     # train() called without run(): start here
+            check = self._loss_check = LossDivergenceCheck(self.divergence_factor)
+            check.weights_start(self.unwrapped_model)
+
+        last_lr = [None]
 
         def recorded_step(data):
+            last_lr[0] = self.optimizer.param_groups[0]["lr"]
             summary = step(data)
             check(summary, context=f"epoch {self.epoch + 1}, batch {self.batch_idx + 1}, "
-                                   f"lr {self.optimizer.param_groups[0]['lr']:.3g}")
+                                   f"lr {last_lr[0]:.3g}")
             for k, v in summary.items():
                 sums[k] += float(v)
             count[0] += 1
@@ -129,6 +138,10 @@ class EngineMixin(compat.SafeCheckpointMixin):
             if "loss_history" not in self.__dict__:
                 self.loss_history = []
             self.loss_history.append({k: v / max(count[0], 1) for k, v in sums.items()})
+        # the epoch's last step had no later loss to show a blow-up (one batch per epoch: no
+        # step had): its weights are checked before any checkpoint of this epoch is written
+        check.check_weights(self.unwrapped_model, context=f"after epoch {self.epoch + 1}"
+                            + (f" (last step's lr {last_lr[0]:.3g})" if count[0] else ""))
         self.save_periodic_checkpoint()
         return result
 

@@ -50,7 +50,7 @@ CLASSIFIER_NECKS = ("none", "bn")
 READOUTS = ("mt", "at_uniform", "concat")
 
 
-def test_readout(feature_map: torch.Tensor, main_heads: Optional[PartHeads],
+def readout_features(feature_map: torch.Tensor, main_heads: Optional[PartHeads],
                  auxiliary_heads: Optional[PartHeads], num_parts: int,
                  readout: str = "mt") -> torch.Tensor:
     """The test-time representation of MPN from F (Sec. 4), used by :meth:`MPN.forward` in
@@ -273,8 +273,8 @@ class MPN(nn.Module):
         self.config = dataclasses.replace(self.config, readout=value)   # validated there
 
     def test_features(self, feature_map: torch.Tensor) -> torch.Tensor:
-        """The test-time representation from F (:func:`test_readout` with ``self.readout``)."""
-        return test_readout(feature_map, self.main_heads, self.auxiliary_heads,
+        """The test-time representation from F (:func:`readout_features` with ``self.readout``)."""
+        return readout_features(feature_map, self.main_heads, self.auxiliary_heads,
                             self.num_parts, self.config.readout)
 
     def main_task(self, feature_map: torch.Tensor) -> torch.Tensor:

@@ -126,8 +126,15 @@ class PriorCache:
     def load(cls, path: str, expected_tool: Optional[str] = None,
              expected_version: Optional[str] = None,
              expected_feature_size: Optional[Tuple[int, int]] = None,
-             dataset_fingerprint: Optional[str] = None) -> "PriorCache":
+             dataset_fingerprint: Optional[str] = None,
+             regenerate: Optional[str] = None) -> "PriorCache":
         """Load and validate a cache file.
+
+        Args:
+            regenerate (str): the complete command that makes this cache for the caller (its
+                data, feature size and ``--out``, with ``--overwrite``), named by every error
+                below. Without it, errors name the command stored in the cache's header (it
+                repeats the settings the cache was made with) or a template.
 
         Raises:
             FileNotFoundError: no file (with the command that makes one).
@@ -135,12 +142,13 @@ class PriorCache:
             StalePriorCacheError: a header field differs from what is expected.
         """
         if not osp.isfile(path):
-            raise FileNotFoundError(f"prior cache '{path}' does not exist; make it with: {REGENERATE}")
-        arrays = _read_npz(path, f"{REGENERATE} --out {path} --overwrite")
+            raise FileNotFoundError(f"prior cache '{path}' does not exist; make it with: "
+                                    f"{regenerate or REGENERATE}")
+        rebuild = regenerate or f"{REGENERATE} --out {path} --overwrite"
+        arrays = _read_npz(path, rebuild)
         if "header" not in arrays or "relpaths" not in arrays:
             raise DamagedPriorCacheError(
-                f"'{path}' is not a prior cache (no header/relpaths). Rebuild it: "
-                f"{REGENERATE} --out {path} --overwrite")
+                f"'{path}' is not a prior cache (no header/relpaths). Rebuild it: {rebuild}")
         header = json.loads(str(arrays.pop("header")))
         checks = [("tool", expected_tool, header.get("tool")),
                   ("tool_version", expected_version, header.get("tool_version")),
@@ -152,7 +160,8 @@ class PriorCache:
                 raise StalePriorCacheError(
                     f"prior cache '{path}' was made with {name}={got}, but {name}={want} is "
                     f"needed here: it belongs to another tool, feature size or dataset content. "
-                    f"Regenerate it: {header.get('command') or REGENERATE} --overwrite")
+                    f"Regenerate it: "
+                    f"{regenerate or (header.get('command') or REGENERATE) + ' --overwrite'}")
         return cls(header, arrays, path)
 
     def __len__(self) -> int:
