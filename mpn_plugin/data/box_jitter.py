@@ -102,7 +102,7 @@ def apply_box_error(image: np.ndarray, box: Tuple[float, float, float]) -> np.nd
 
 
 def jitter_images(paths: Sequence[str], keys: Sequence[str], out_dir: str,
-                  jitter: BoxJitter) -> Dict[str, str]:
+                  jitter: BoxJitter) -> Tuple[Dict[str, str], List[Tuple[float, float, float]]]:
     """Write a jittered copy of every image to ``<out_dir>/jittered/<key>`` (same format),
     and ``<out_dir>/box_jitter.csv`` (key, scale, dy, dx). Existing copies are rewritten.
 
@@ -114,7 +114,7 @@ def jitter_images(paths: Sequence[str], keys: Sequence[str], out_dir: str,
         jitter: the error model.
 
     Returns:
-        dict: original path -> jittered path.
+        (dict original path -> jittered path, the (scale, dy, dx) of every image in order).
 
     Raises:
         ValueError: an image cannot be decoded (named).
@@ -122,7 +122,7 @@ def jitter_images(paths: Sequence[str], keys: Sequence[str], out_dir: str,
     if len(set(keys)) != len(keys):
         raise ValueError("jitter_images: the keys must be unique")
     base = osp.join(osp.abspath(out_dir), JITTER_DIR)
-    mapping, rows = {}, []
+    mapping, rows, boxes = {}, [], []
     for path, key in zip(paths, keys):
         image = cv2.imread(path, cv2.IMREAD_UNCHANGED)
         if image is None:
@@ -136,6 +136,7 @@ def jitter_images(paths: Sequence[str], keys: Sequence[str], out_dir: str,
             raise ValueError(f"box jitter: cannot encode '{dest}'")
         save_atomically(lambda tmp, data=encoded.tobytes(): _write_bytes(tmp, data), dest)
         mapping[path] = dest
+        boxes.append(box)
         rows.append((key, *(round(v, 5) for v in box)))
 
     def write_log(tmp):
@@ -144,7 +145,7 @@ def jitter_images(paths: Sequence[str], keys: Sequence[str], out_dir: str,
             w.writerow(["image", "scale", "dy", "dx"])
             w.writerows(rows)
     save_atomically(write_log, osp.join(out_dir, JITTER_LOG))
-    return mapping
+    return mapping, boxes
 
 
 def _write_bytes(path: str, data: bytes) -> None:

@@ -362,9 +362,9 @@ def prepare_dataset(scan: Scan, out_dir: str, num_test_ids: Optional[int] = None
         from .box_jitter import jitter_images, jitter_summary
         sources = {c.path: c.source for c in list(checked.candidates) + list(checked.distractors)}
         keys = [sources[r.path] for r in rows]
-        mapping = jitter_images([r.path for r in rows], keys, out_dir, box_jitter)
+        mapping, boxes = jitter_images([r.path for r in rows], keys, out_dir, box_jitter)
         rows = [ManifestRow(mapping[r.path], r.pid, r.camid, r.split) for r in rows]
-        jitter_info = jitter_summary(box_jitter, [box_jitter.box_for(k) for k in keys])
+        jitter_info = jitter_summary(box_jitter, boxes)
     write_manifest(osp.join(out_dir, MANIFEST_NAME), rows)
     counts = {s: {"images": sum(r.split == s for r in rows),
                   "identities": len({r.pid for r in rows if r.split == s}),
