@@ -193,7 +193,9 @@ def build_datamanager(cfg, use_gpu: bool, excluded_images=()):
             numbers and the fix.
     """
     kwargs = imagedata_kwargs(cfg, use_gpu)
-    if kwargs["num_instances"] == AUTO_NUM_INSTANCES:
+    if kwargs["train_sampler"] != "RandomIdentitySampler":
+        kwargs["num_instances"] = 1       # read only by the identity sampler (any value works)
+    elif kwargs["num_instances"] == AUTO_NUM_INSTANCES:
         raise ValueError("sampler.num_instances 0 (derived from the data) must be resolved "
                          "first: resolve_num_instances(cfg, use_gpu)")
     with datasets_without(list(cfg.data.sources) + list(cfg.data.targets), excluded_images):

@@ -195,3 +195,11 @@ def test_resolve_num_instances_replaces_only_zero(monkeypatch):
     assert train_mod.resolve_num_instances(fixed) is fixed       # 8 stays 8
     with pytest.raises(ValueError, match="resolve_num_instances"):
         train_mod.build_datamanager(cfg, use_gpu=False)
+    # a recipe that inherits 0 but samples at random (the softmax model) needs no identities:
+    # it is left as it is, and builds (the random sampler never reads num_instances)
+    random = cfg.clone()
+    random.defrost()
+    random.sampler.train_sampler = "RandomSampler"
+    random.freeze()
+    assert train_mod.resolve_num_instances(random) is random
+    assert isinstance(train_mod.build_datamanager(random, use_gpu=False), FakeManager)
