@@ -113,7 +113,8 @@ def register_image_dataset(name: str, cls, overwrite: bool = False) -> None:
         registry[name] = cls
         return
     if name in registry:
-        raise KeyError(f"dataset name '{name}' is already registered with torchreid by {registry[name]}")
+        raise KeyError(f"dataset name '{name}' is already registered with torchreid by "
+                       f"{registry[name]}")
     data.register_image_dataset(name, cls)
 
 

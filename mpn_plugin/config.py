@@ -13,8 +13,6 @@ Examples::
 """
 from __future__ import annotations
 
-import functools
-
 from yacs.config import CfgNode as CN
 
 
@@ -110,7 +108,6 @@ def get_default_config() -> CN:
     cfg.adam.beta2 = 0.999
 
     cfg.loss = CN()
-    cfg.loss.name = "triplet"  # for torchreid's own engines (baselines): softmax | triplet
     cfg.loss.softmax = CN()
     cfg.loss.softmax.label_smooth = True
     cfg.loss.triplet = CN()
@@ -169,23 +166,11 @@ def check_dataset_names(cfg: CN) -> None:
                          f"{', '.join(registered)}")
 
 
-@functools.lru_cache(maxsize=None)
-def backbone_stride(name: str, last_stride: int) -> int:
-    """Input size / feature-map size of an MPN backbone (measured at 256x128)."""
-    from .models import build_backbone
-    height_f, _ = build_backbone(name, last_stride).feature_size(256, 128)
-    return 256 // height_f
-
-
 def minimum_input_size(cfg: CN) -> int:
     """The smallest ``data.height`` / ``data.width`` that leaves a feature map F of at least
-    1x1: the backbone's stride for MPN models, torchreid's usual 16 for other models."""
-    from .data.prior_datasets import FEATURE_STRIDE
-    from .models import MODEL_NAMES
-    if cfg.model.name not in MODEL_NAMES:
-        return FEATURE_STRIDE
-    return backbone_stride(MODEL_NAMES[cfg.model.name][1] or cfg.mpn.backbone,
-                           int(cfg.mpn.last_stride))
+    1x1: the model's feature stride (:func:`mpn_plugin.models.feature_stride`)."""
+    from .models import feature_stride
+    return feature_stride(cfg)
 
 
 def check_config(cfg: CN) -> CN:
@@ -215,7 +200,8 @@ def check_config(cfg: CN) -> CN:
         if cfg.train[key] < 0:
             raise ValueError(f"train.{key} must be >= 0 (0 = off), got {cfg.train[key]}")
     from .models.mpn import READOUTS
-    for key, values in (("readout", [cfg.test.readout]), ("extra_readouts", cfg.test.extra_readouts)):
+    for key, values in (("readout", [cfg.test.readout]),
+                        ("extra_readouts", cfg.test.extra_readouts)):
         bad = [v for v in values if v not in READOUTS]
         if bad:
             raise ValueError(f"test.{key}: {bad} not among {', '.join(READOUTS)} (mt = the "
@@ -270,13 +256,15 @@ def add_mpn_config(cfg: CN) -> CN:
     cfg.mpn.use_attention = True       # CA (MPN vs MPN°)
     cfg.mpn.attention_reduction = 4
     cfg.mpn.tasks = "mt_at"            # mt_at | mt_only | at_only (Baseline)
-    cfg.mpn.share_conv1 = True         # C1-S
-    cfg.mpn.share_conv2 = True         # C2-S
-    cfg.mpn.share_attention = True
+    # PSA (Table 1): what the MT and AT of each part share (models.SharingConfig)
+    cfg.mpn.sharing = CN()
+    cfg.mpn.sharing.conv1 = True       # C1-S
+    cfg.mpn.sharing.conv2 = True       # C2-S
+    cfg.mpn.sharing.attention = True   # CA (MPN shares it)
     # BN of shared layers: affine (shared gamma/beta, per-task running statistics: test-time
     # MT uses MT statistics; trains the same function as module) | module (one BN module,
     # authors' release: test-time MT uses MT+AT mixed statistics) | none (task-specific BN)
-    cfg.mpn.bn_sharing = "affine"
+    cfg.mpn.sharing.batchnorm = "affine"
     cfg.mpn.prior_variant = "full"     # full | roi_resize | uniform (Table 2)
     cfg.mpn.backbone_weights = ""      # local backbone weights (torchvision/torchreid)
     cfg.mpn.init_weights = ""          # IDE checkpoint (Sec. 5.1) for the backbone
@@ -311,21 +299,6 @@ def add_mpn_config(cfg: CN) -> CN:
     cfg.mpn.prior.offline_translation_copies = 1   # paper: 5 (training set enlarged 5x)
     cfg.mpn.prior.offline_translation_max_shift = [0.1, 0.1]  # fraction of (height, width)
     return cfg
-
-
-def mpn_model_kwargs(cfg: CN) -> dict:
-    """MPNConfig fields from ``cfg.mpn``."""
-    from .models import SharingConfig
-    m = cfg.mpn
-    return dict(
-        backbone=m.backbone, last_stride=m.last_stride, num_parts=m.num_parts, dim=m.dim,
-        use_attention=m.use_attention, attention_reduction=m.attention_reduction, tasks=m.tasks,
-        sharing=SharingConfig(conv1=m.share_conv1, conv2=m.share_conv2,
-                              attention=m.share_attention, batchnorm=m.bn_sharing),
-        prior_variant=m.prior_variant, backbone_weights=m.backbone_weights,
-        classifier_init_std=m.classifier_init_std, classifier_neck=m.classifier_neck,
-        backbone_attention=m.backbone_attention, mt_pooling=m.mt_pooling,
-        feature_clip=m.feature_clip, readout=cfg.test.readout)
 
 
 def imagedata_kwargs(cfg: CN, use_gpu: bool) -> dict:

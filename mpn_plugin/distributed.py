@@ -76,7 +76,8 @@ def wrap_model(model: nn.Module, local_rank: int, sync_bn: bool = False) -> nn.M
         else:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     return nn.parallel.DistributedDataParallel(
-        model, device_ids=[local_rank] if cuda else None, output_device=local_rank if cuda else None)
+        model, device_ids=[local_rank] if cuda else None,
+        output_device=local_rank if cuda else None)
 
 
 def distributed_train_loader(loader: DataLoader, batch_size: int, num_instances: int,

@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .models.mpn import MPN, readout_features
+from .models.mpn import MPN, inference_features
 
 
 class InferenceModel(nn.Module):
@@ -60,18 +60,14 @@ class InferenceModel(nn.Module):
         else:
             self.model = model
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        if self.model is not None:
-            return self.model(x)
-        feature_map = self.backbone(x, self.backbone_attention)
-        # MPN's own test-time readout (h, Eq. 2; the Baseline's g; or test.readout)
-        return readout_features(feature_map, self.main_heads, self.auxiliary_heads, self.num_parts,
-                            self.readout)
+    def features(self, x: torch.Tensor, flip: bool = False) -> torch.Tensor:
+        """The test-time features of ``x`` (:func:`~mpn_plugin.models.inference_features`: the
+        MPN parts kept here, with MPN's readout h (Eq. 2), the Baseline's g or
+        ``test.readout``; or the whole torchreid model), not normalised."""
+        return inference_features(self if self.model is None else self.model, x, flip)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.features(x)
-        if self.flip:
-            out = out + self.features(torch.flip(x, dims=[3]))
+        out = self.features(x, self.flip)
         return F.normalize(out, dim=1) if self.normalize else out
 
 

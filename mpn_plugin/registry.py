@@ -10,7 +10,10 @@ def register() -> None:
         return
     from . import engine  # noqa: F401  (fills engine.ENGINES)
     from .data.prior_datasets import register_prior_datasets
-    from .models import register_models
+    from .data.prior_mixin import PriorOptions
+    from .models import TORCHREID_STRIDE, register_models
     register_models()
-    register_prior_datasets()
+    # default options, so that torchreid's own data managers get prior items at once: the
+    # stride of the default backbones (a training run re-registers with its model's options)
+    register_prior_datasets(PriorOptions(feature_stride=TORCHREID_STRIDE))
     _DONE = True

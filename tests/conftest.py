@@ -1,11 +1,9 @@
 """Shared fixtures: a tiny synthetic dataset with its prior cache (made once per session)."""
 import os
-import sys
 
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tools"))
 SHARED_DATA = os.path.join(ROOT, "..", "shared", "data")
 
 #: Set by tools/run_tests.sh (the README's test command, which installs everything): a test
@@ -28,6 +26,7 @@ def skip_unless_installed(what, present, reason):
 def mobilenetv2_weights_installed():
     """Whether the distribution that ships the ImageNet MobileNetV2 weights is installed."""
     from importlib import metadata
+
     from mpn_plugin.models import pretrained
     try:
         metadata.distribution(pretrained.MOBILENETV2_PACKAGE)
@@ -50,6 +49,7 @@ def _same_random_state_for_every_test():
     """Every test starts from the same random state: what it builds (a model's initial
     weights, a sampled batch) does not depend on which tests ran before it, or in what order."""
     import random
+
     import numpy as np
     import torch
     random.seed(0)
@@ -69,7 +69,7 @@ def tiny_config(**kw):
 @pytest.fixture(scope="session")
 def tiny_root(tmp_path_factory):
     """A data root holding synthetic_pedestrians (tiny) and its synthetic-maps prior cache."""
-    import generate_priors
+    from mpn_plugin.cli import generate_priors
     from mpn_plugin.data.synthetic import generate_synthetic_dataset
     root = str(tmp_path_factory.mktemp("data"))
     generate_synthetic_dataset(root, tiny_config(), progress=False)

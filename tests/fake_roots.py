@@ -91,8 +91,9 @@ def make_all(root):
     from mpn_plugin.data.manifest import ManifestRow, write_manifest
     d = osp.join(root, "custom_crops")
     rows = [ManifestRow(_img(osp.join(d, "imgs", f"id{p}_cam{cam}_{k}.png")), p, cam, split)
-            for split, pids, cams, n in (("train", range(4), (0, 1), 2), ("query", range(4, 8), (0,), 1),
-                                          ("gallery", range(4, 8), (1,), 2))
+            for split, pids, cams, n in (("train", range(4), (0, 1), 2),
+                                         ("query", range(4, 8), (0,), 1),
+                                         ("gallery", range(4, 8), (1,), 2))
             for p in pids for cam in cams for k in range(n)]
     write_manifest(osp.join(d, "manifest.csv"), rows)
     return root

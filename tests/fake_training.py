@@ -1,10 +1,13 @@
-"""A stand-in for the training subprocess of the experiment tools (run_ablation,
-run_real_crops): records each command and lets the test write the run's results.json."""
+"""A stand-in for the one training subprocess of the experiment runner
+(:func:`mpn_plugin.experiments.runner.run_training`): records each command and lets the test
+write the run's results.json."""
 import os
 
+from mpn_plugin.experiments import runner
 
-def fake_training_subprocess(monkeypatch, tool_module, write_results):
-    """Patch ``tool_module.subprocess.run``; ``write_results(cmd, save_dir)`` writes the
+
+def fake_training_subprocess(monkeypatch, write_results):
+    """Patch the runner's ``subprocess.run``; ``write_results(cmd, save_dir)`` writes the
     results of the fake run. Returns the list of recorded commands."""
     cmds = []
 
@@ -18,5 +21,5 @@ def fake_training_subprocess(monkeypatch, tool_module, write_results):
         write_results(cmd, save_dir)
         return Done()
 
-    monkeypatch.setattr(tool_module.subprocess, "run", fake_run)
+    monkeypatch.setattr(runner.subprocess, "run", fake_run)
     return cmds

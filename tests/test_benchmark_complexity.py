@@ -1,12 +1,13 @@
-"""tools/benchmark_complexity.py (Table 9 at CPU scale): the JSON contract of the complexity
-issue and the numbers that follow from the architecture (no timing thresholds: timing is
-noisy, the tool reports ratios measured side by side, with their spread and the machine)."""
+"""mpn_plugin/benchmarks/complexity.py, run by tools/benchmark_complexity.py (Table 9 at CPU
+scale): the JSON contract of the complexity issue and the numbers that follow from the
+architecture (no timing thresholds: timing is noisy, the tool reports ratios measured side by
+side, with their spread and the machine)."""
 import json
 import os
 
 import pytest
 
-import benchmark_complexity
+from mpn_plugin.benchmarks import complexity as benchmark_complexity
 
 KEYS = {"params_train", "params_test", "gflops", "gflops_train", "train_ms_per_img",
         "infer_ms_per_img"}
@@ -145,10 +146,10 @@ def test_flops_only_takes_no_times_and_prints_dashes(tmp_path):
     assert "| mpn_o:backbone=resnet18,dim=32 |" in text and "| - | - |" in text
 
 
-def test_inference_layout_spec_sets_the_heads_layout():
-    model = benchmark_complexity.build("mpn_o:backbone=resnet18,dim=16,"
-                                       "inference_layout=positions_first", (64, 32))
-    assert model.main_heads.inference_layout == model.auxiliary_heads.inference_layout == (
-        "positions_first")
-    with pytest.raises(ValueError, match="inference_layout"):
-        benchmark_complexity.build("mpn_o:backbone=resnet18,inference_layout=rows", (64, 32))
+def test_fast_kernels_spec_selects_the_heads_reference_chain():
+    model = benchmark_complexity.build("mpn_o:backbone=resnet18,dim=16,fast_kernels=0", (64, 32))
+    assert model.main_heads.fast_kernels is model.auxiliary_heads.fast_kernels is False
+    default = benchmark_complexity.build("mpn_o:backbone=resnet18,dim=16", (64, 32))
+    assert default.main_heads.fast_kernels is default.auxiliary_heads.fast_kernels is True
+    with pytest.raises(ValueError, match="fast_kernels"):
+        benchmark_complexity.build("mpn_o:backbone=resnet18,fast_kernels=rows", (64, 32))

@@ -3,8 +3,8 @@ processes training the tiny synthetic set end to end against a single process of
 total batch."""
 import json
 import os
-import re
 import os.path as osp
+import re
 import shutil
 import subprocess
 import sys
@@ -126,6 +126,7 @@ def test_torchrun_two_processes_gloo(tiny_root, tmp_path):
 def test_single_process_run_is_untouched(monkeypatch):
     """Without torchrun (no WORLD_SIZE, or 1) nothing joins a process group."""
     import torch.nn as nn
+
     from mpn_plugin import distributed
     for value in (None, "1"):
         if value is None:
@@ -160,6 +161,7 @@ def _two_ranks(rank, world, store_path, out_dir):
     """One rank of test_two_ranks_average_gradients_and_split_identities (spawned)."""
     import torch
     import torch.distributed as dist
+
     from mpn_plugin import distributed
     os.environ.update(WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)

@@ -2,7 +2,11 @@
 import torch
 
 from mpn_plugin.engine import MPNEngine, MPNLossConfig
-from mpn_plugin.losses import class_wise_alignment_loss, cosine_batch_hard_triplet_loss, part_id_loss
+from mpn_plugin.losses import (
+    class_wise_alignment_loss,
+    cosine_batch_hard_triplet_loss,
+    part_id_loss,
+)
 from mpn_plugin.models import build_mpn
 
 
@@ -13,7 +17,8 @@ class _Engine(MPNEngine):
         self.model, self.optimizer, self.loss_cfg = model, optimizer, loss
         from mpn_plugin.losses import build_alignment_loss
         self.alignment_loss = build_alignment_loss(loss.alignment)
-        self.epoch, self.batch_idx, self.num_batches, self.use_gpu, self.warmup_epochs = 0, 0, 1, False, 0
+        self.epoch, self.batch_idx, self.num_batches = 0, 0, 1
+        self.use_gpu, self.warmup_epochs = False, 0
 
 
 def fixed_batch():
@@ -39,7 +44,8 @@ def test_eq10_terms_match_the_loss_functions():
     t = engine2.compute_losses(out, b["pid"])
     assert torch.allclose(t["loss_id_mt"], part_id_loss(out["mt_logits"], b["pid"]))
     assert torch.allclose(t["loss_tri"], cosine_batch_hard_triplet_loss(out["h"], b["pid"], 0.2))
-    assert torch.allclose(t["loss_cf"], 0.5 * class_wise_alignment_loss(out["h"], out["g"], b["pid"]))
+    assert torch.allclose(t["loss_cf"],
+                          0.5 * class_wise_alignment_loss(out["h"], out["g"], b["pid"]))
 
 
 def test_triplet_warmup_and_baseline_uses_g():
@@ -49,7 +55,8 @@ def test_triplet_warmup_and_baseline_uses_g():
     out = base(b["img"])
     terms = _Engine(base, None, MPNLossConfig()).compute_losses(out, b["pid"])
     assert set(terms) == {"loss_id_at", "loss_tri"}
-    assert torch.allclose(terms["loss_tri"], cosine_batch_hard_triplet_loss(out["g"], b["pid"], 0.2))
+    assert torch.allclose(terms["loss_tri"],
+                          cosine_batch_hard_triplet_loss(out["g"], b["pid"], 0.2))
     e = _Engine(base, None, MPNLossConfig(triplet_start_epoch=2))
     assert "loss_tri" not in e.compute_losses(out, b["pid"])
 
@@ -99,8 +106,8 @@ def test_staged_lr_optimizer_steps_each_shared_parameter_once():
     """PSA shares the heads' 1x1 convs and CA between MT and AT (Sec. 3.3): with staged_lr,
     torchreid lists a shared parameter once per child; build_optimizer keeps it once, so one
     SGD step moves it by exactly lr * grad (not twice that)."""
+    from mpn_plugin.build import build_optimizer
     from mpn_plugin.config import get_default_config
-    from mpn_plugin.train import build_optimizer
     model = build_mpn(10, backbone="resnet18", dim=32)
     cfg = get_default_config()
     cfg.train.optim, cfg.train.lr, cfg.train.weight_decay = "sgd", 0.1, 0.0
@@ -116,3 +123,32 @@ def test_staged_lr_optimizer_steps_each_shared_parameter_once():
     before = shared.detach().clone()
     optimizer.step()
     assert torch.allclose(before - shared.detach(), torch.full_like(before, 0.1))
+
+
+def test_build_engine_takes_every_option_from_the_config():
+    """build_engine: each engine gets EngineOptions.from_cfg(cfg), one attribute per option;
+    an engine built without options has EngineOptions' defaults."""
+    from types import SimpleNamespace
+
+    from mpn_plugin.build import build_engine
+    from mpn_plugin.config import get_default_config
+    from mpn_plugin.engine import EngineOptions, SoftmaxEngine, TripletEngine
+    cfg = get_default_config()
+    cfg.test.flip, cfg.train.warmup_epochs, cfg.train.amp, cfg.test.amp = True, 3, True, True
+    cfg.test.multi_query, cfg.train.divergence_factor = "mean", 50.0
+    cfg.train.checkpoint_freq, cfg.train.keep_last, cfg.test.precise_bn_batches = 2, 4, 5
+    expected = EngineOptions(flip_test=True, warmup_epochs=3, amp_train=True, amp_test=True,
+                             multi_query="mean", divergence_factor=50.0, checkpoint_freq=2,
+                             keep_last=4, precise_bn_batches=5)
+    assert EngineOptions.from_cfg(cfg) == expected
+    datamanager = SimpleNamespace(train_loader=None, test_loader=None, num_train_pids=4)
+    model = build_mpn(4, backbone="resnet18", dim=32)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for name, cls in (("mpn", MPNEngine), ("softmax", SoftmaxEngine),
+                      ("triplet", TripletEngine)):
+        cfg.engine.name = name
+        engine = build_engine(cfg, datamanager, model, optimizer)
+        assert type(engine) is cls
+        assert {k: getattr(engine, k) for k in vars(expected)} == vars(expected), name
+        plain = cls(datamanager, model, optimizer, use_gpu=False)
+        assert {k: getattr(plain, k) for k in vars(expected)} == vars(EngineOptions()), name

@@ -2,6 +2,10 @@
 test-time forward within 1e-4 (normalised features) for any batch size, and holds no AT,
 prior or classifier parameter."""
 import numpy as np
+
+# onnx and onnxruntime are declared (the test extra): a missing one fails here, never skips
+import onnx  # noqa: E402,F401
+import onnxruntime  # noqa: E402,F401
 import pytest
 import torch
 
@@ -9,27 +13,12 @@ from mpn_plugin import compat
 from mpn_plugin.export import InferenceModel, export_onnx, onnx_features, onnx_parameter_names
 from mpn_plugin.models import build_mpn
 from mpn_plugin.models.mpn import count_parameters
-
-# onnx and onnxruntime are declared (the test extra): a missing one fails here, never skips
-import onnx  # noqa: E402,F401
-import onnxruntime  # noqa: E402,F401
-
-
-def _trained_like(model):
-    """Non-trivial BN statistics, so that a wrong BN folding would show."""
-    torch.manual_seed(0)
-    for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.running_mean.uniform_(-0.2, 0.2)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.1, 0.1)
-    return model.eval()
+from trained_like import trained_like
 
 
 @pytest.mark.parametrize("variant", ["mpn", "mpn_baseline", "mpn_naive_mtl"])
 def test_inference_model_equals_eval_forward_and_flip_protocol(variant):
-    model = _trained_like(build_mpn(num_classes=7, variant=variant, backbone="resnet18", dim=64))
+    model = trained_like(build_mpn(num_classes=7, variant=variant, backbone="resnet18", dim=64))
     x = torch.randn(3, 3, 64, 32)
     with torch.no_grad():
         ref = model(x)
@@ -41,7 +30,7 @@ def test_inference_model_equals_eval_forward_and_flip_protocol(variant):
 
 def test_onnx_parity_dynamic_batch_and_no_training_parameters(tmp_path):
     # Naive MTL: the AT heads are separate parameters, so their absence is visible
-    model = _trained_like(build_mpn(num_classes=50, variant="mpn_naive_mtl", backbone="resnet18"))
+    model = trained_like(build_mpn(num_classes=50, variant="mpn_naive_mtl", backbone="resnet18"))
     path = str(tmp_path / "mpn.onnx")
     net = export_onnx(model, path, height=64, width=32)
     for n in (1, 5):                                                   # dynamic batch axis
@@ -67,7 +56,7 @@ def test_onnx_parity_dynamic_batch_and_no_training_parameters(tmp_path):
 
 def test_onnx_export_of_torchreid_pcb_p6(tmp_path):
     model = compat.models.build_model("pcb_p6", num_classes=20, loss="softmax", pretrained=False)
-    model = _trained_like(model)
+    model = trained_like(model)
     path = str(tmp_path / "pcb.onnx")
     net = export_onnx(model, path, height=192, width=64)   # F: 12 rows, 6 strips
     x = torch.randn(2, 3, 192, 64)
@@ -79,7 +68,7 @@ def test_onnx_export_of_torchreid_pcb_p6(tmp_path):
 
 def test_export_tool_end_to_end(tiny_root, tmp_path):
     """Train one epoch, export, parity-check on random inputs and real query images."""
-    import export_onnx as tool
+    from mpn_plugin.cli import export_onnx as tool
     from mpn_plugin.train import main
 
     fast = ["data.height", "64", "data.width", "32", "data.workers", "0", "train.batch_size", "16",

@@ -6,11 +6,10 @@ import json
 import os
 
 import cv2
+import faiss  # noqa: E402,F401  (declared: a missing one is an install defect, not a skip)
 import numpy as np
 import pytest
 import torch
-
-import faiss  # noqa: E402,F401  (declared: a missing one is an install defect, not a skip)
 
 from conftest import needs_mobilenetv2_weights  # noqa: E402
 from mpn_plugin import compat  # noqa: E402
@@ -18,8 +17,12 @@ from mpn_plugin.evaluation import evaluate_features  # noqa: E402
 from mpn_plugin.inference import Extraction  # noqa: E402
 from mpn_plugin.inference.feature_extractor import FeatureExtractor  # noqa: E402
 from mpn_plugin.inference.feature_store import FeatureStore, Item, write_feature_store  # noqa: E402
-from mpn_plugin.inference.gallery_index import (GalleryIndex, build_gallery_index,  # noqa: E402
-                                                search_cmc, search_sharded)
+from mpn_plugin.inference.gallery_index import (  # noqa: E402
+    GalleryIndex,
+    build_gallery_index,
+    search_cmc,
+    search_sharded,
+)
 from mpn_plugin.inference.visrank import GREEN, RED  # noqa: E402
 from mpn_plugin.models import build_mpn  # noqa: E402
 
@@ -69,8 +72,8 @@ FAST = ["data.height", "64", "data.width", "32", "data.workers", "0", "mpn.dim",
 def pipeline(tiny_root, tmp_path_factory):
     """A checkpoint (16 training identities; ImageNet MobileNetV2 backbone, random heads), the
     evaluator's results for it (tools/train.py test-only), and query/gallery feature stores."""
+    from mpn_plugin.inference import extract as extract_features
     from mpn_plugin.train import main as train_main
-    import extract_features
     needs_mobilenetv2_weights()           # pretrained=True below: skips with the install line
     tmp = tmp_path_factory.mktemp("pipeline")
     torch.manual_seed(0)
@@ -93,11 +96,12 @@ def pipeline(tiny_root, tmp_path_factory):
 
 
 def test_exact_search_rank1_equals_the_evaluators_and_visrank(pipeline):
-    import search_gallery
+    from mpn_plugin.inference import search as search_gallery
     tmp, stores = pipeline["tmp"], pipeline["stores"]
     built = search_gallery.main(["build", "--features", stores["gallery"], "--index",
                                  str(tmp / "index")])
-    assert built["factory"] == "Flat" and built["ntotal"] == FeatureStore(stores["gallery"]).num_features
+    assert (built["factory"] == "Flat"
+            and built["ntotal"] == FeatureStore(stores["gallery"]).num_features)
     out = str(tmp / "search")
     summary = search_gallery.main(["query", "--index", str(tmp / "index"), "--queries",
                                    stores["query"], "--topk", "5", "--visualize", "--out", out])
@@ -140,7 +144,7 @@ def test_exact_search_rank1_equals_the_evaluators_and_visrank(pipeline):
 
 
 def test_resume_after_an_interrupted_extraction_gives_identical_shards(pipeline, monkeypatch):
-    import extract_features
+    from mpn_plugin.inference import extract as extract_features
     out = str(pipeline["tmp"] / "resumed")
     base = [*pipeline["model_args"], "--images",
             os.path.join(pipeline["data"], "bounding_box_test"), "--preset", "market1501",
@@ -219,8 +223,8 @@ def test_sharded_and_incremental_indexes_give_one_index_topk(tmp_path):
     build_gallery_index([a], str(tmp_path / "inc"), progress=False)
     inc = build_gallery_index([a, b], str(tmp_path / "inc"), progress=False)
     assert inc.ntotal == 2000
-    assert_same_topk_up_to_near_ties(GalleryIndex.load(str(tmp_path / "inc")).search(queries, 10)[1],
-                                     i1, scores)
+    assert_same_topk_up_to_near_ties(
+        GalleryIndex.load(str(tmp_path / "inc")).search(queries, 10)[1], i1, scores)
     # another model's features are refused
     c = _store(tmp_path / "c", feats, 0, 10, name="other")
     with pytest.raises(ValueError, match="another model"):
@@ -256,7 +260,7 @@ def test_search_cmc_matches_the_evaluator_with_junk_and_unmatched_queries():
 
 
 def test_benchmark_runs_at_a_tiny_size(tmp_path):
-    import benchmark_gallery_search as bench
+    from mpn_plugin.inference import benchmark_search as bench
     seeds = np.random.default_rng(6).standard_normal((200, 32)).astype(np.float32)
     seed = _store(tmp_path / "seed", seeds / np.linalg.norm(seeds, axis=1, keepdims=True), 0, 200)
     report = bench.main(["--seed-features", seed, "--sizes", "3000", "--queries", "20",

@@ -11,13 +11,16 @@ import sys
 import numpy as np
 import pytest
 
-import generate_priors
 from conftest import tiny_config
 from mpn_plugin import compat
-from mpn_plugin.data import register_prior_datasets
+from mpn_plugin.cli import generate_priors
+from mpn_plugin.data import PriorOptions, register_prior_datasets
 from mpn_plugin.priors import PriorCache, commands
-from mpn_plugin.priors.commands import (STANDARD_DATASET_DIRS,
-                                        generate_priors_command, standard_dataset_dir)
+from mpn_plugin.priors.commands import (
+    STANDARD_DATASET_DIRS,
+    generate_priors_command,
+    standard_dataset_dir,
+)
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TOOL = osp.join(ROOT, "tools", "generate_priors.py")
@@ -41,7 +44,7 @@ def small_root(tmp_path_factory):
 
 def train_set(root, options=None):
     """The training dataset exactly as training builds it (128x64, flip)."""
-    register_prior_datasets(options)
+    register_prior_datasets(options or PriorOptions(feature_stride=16))
     tfm = compat.data.transforms.build_transforms(128, 64, transforms=["random_flip"])[0]
     return compat.data.datasets.init_image_dataset(NAME, root=root, mode="train", transform=tfm,
                                                    verbose=False)
@@ -94,8 +97,8 @@ def test_cache_for_other_images_error_prints_a_command_that_works(small_root, tm
 
 
 def test_missing_cache_file_setting_prints_a_command_writing_that_file(small_root, tmp_path):
-    from mpn_plugin.data import PriorOptions
-    options = PriorOptions(cache_file=str(tmp_path / "my priors.npz"))   # mpn.prior.cache_file
+    options = PriorOptions(feature_stride=16,
+                           cache_file=str(tmp_path / "my priors.npz"))   # mpn.prior.cache_file
     with pytest.raises(FileNotFoundError) as exc:
         train_set(small_root, options)[0]
     message = str(exc.value)
@@ -152,7 +155,8 @@ def test_mediapipe_env_runs_dataset_command(mini_root, mediapipe_python):
     r = subprocess.run([mediapipe_python, TOOL, "--dataset", NAME, "--root", mini_root,
                         "--adapter", "synthetic", "--height", "128", "--width", "64",
                         "--workers", "1", "--max-fallback-share", "1"],
-                       capture_output=True, text=True, env=dict(os.environ, MPN_PYTHON=sys.executable))
+                       capture_output=True, text=True,
+                       env=dict(os.environ, MPN_PYTHON=sys.executable))
     assert r.returncode == 0, r.stdout + r.stderr
     cache = PriorCache.load(osp.join(mini_root, NAME, "priors_synthetic_8x4.npz"))
     ds = train_set(mini_root)

@@ -9,9 +9,13 @@ import torch
 
 from mpn_plugin import compat
 from mpn_plugin.models import build_mpn
-from mpn_plugin.visualization.gradcam import (centroid_rank_correlation, centroids_ordered,
-                                              part_gradcam, part_logits_fn,
-                                              vertical_centroids)
+from mpn_plugin.visualization.gradcam import (
+    centroid_rank_correlation,
+    centroids_ordered,
+    part_gradcam,
+    part_logits_fn,
+    vertical_centroids,
+)
 
 
 def test_gradcam_equals_closed_form_on_linear_head():
@@ -122,20 +126,22 @@ def test_centroid_rank_correlation_by_hand():
 def test_visualize_gradcam_tool_end_to_end(tiny_root, tmp_path):
     """Train one epoch, then the tool writes Fig. 8/9 PNGs of the right size and the report."""
     import cv2
-    import visualize_gradcam
+
     from mpn_plugin.train import main
+    from mpn_plugin.visualization import gradcam_report as visualize_gradcam
 
     fast = ["data.height", "64", "data.width", "32", "data.workers", "0", "train.batch_size", "16",
             "sampler.num_instances", "4", "mpn.backbone", "resnet18", "mpn.dim", "64"]
     specs = []
-    for name, cfg in (("MPN", "configs/mpn_synthetic.yaml"), ("Baseline", "configs/ablation/baseline.yaml")):
+    for name, cfg in (("MPN", "configs/mpn_synthetic.yaml"),
+                      ("Baseline", "configs/ablation/baseline.yaml")):
         main(["--config-file", cfg, "--root", tiny_root, *fast, "train.max_epoch", "1",
               "test.evaluate", "False", "data.save_dir", str(tmp_path / name)])
         specs += ["--model", f"{name}={cfg}:{tmp_path / name / 'model' / 'model.pth.tar-1'}"]
     out = tmp_path / "cams"
     report = visualize_gradcam.main([*specs, "--root", tiny_root, "--split", "query", "--num", "5",
-                                     "--fig8", "2", "--grid-num", "5", "--grid-cols", "2", "--scale", "1",
-                                     "--out-dir", str(out), *fast])
+                                     "--fig8", "2", "--grid-num", "5", "--grid-cols", "2",
+                                     "--scale", "1", "--out-dir", str(out), *fast])
     fig8 = cv2.imread(str(out / "fig8_000.png"))
     # two model rows of 64 px; a 90 px name band + the image + 6 overlays of 32 px
     assert fig8.shape == (2 * 64, 90 + 7 * 32, 3)
@@ -159,7 +165,7 @@ def test_visualize_gradcam_tool_end_to_end(tiny_root, tmp_path):
 
 
 def test_visualize_gradcam_tool_bad_model_spec(tmp_path):
-    import visualize_gradcam
+    from mpn_plugin.visualization import gradcam_report as visualize_gradcam
     with pytest.raises(ValueError, match="NAME=CONFIG:CHECKPOINT"):
         visualize_gradcam.main(["--model", "MPN", "--out-dir", str(tmp_path)])
     with pytest.raises(FileNotFoundError, match="checkpoint file"):

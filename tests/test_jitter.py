@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-import prepare_dataset
+from mpn_plugin.cli import prepare_dataset
 from mpn_plugin.data.box_jitter import BoxJitter, apply_box_error
 from mpn_plugin.data.manifest import read_manifest
 from mpn_plugin.data.synthetic import SyntheticConfig

@@ -12,9 +12,13 @@ from PIL import Image
 
 from mpn_plugin import compat
 from mpn_plugin.data import joint_transforms as jt
-from mpn_plugin.data.joint_transforms import (JointTransform, offline_translation_shifts,
-                                              register_joint_op, register_photometric,
-                                              translate_pair)
+from mpn_plugin.data.joint_transforms import (
+    JointTransform,
+    offline_translation_shifts,
+    register_joint_op,
+    register_photometric,
+    translate_pair,
+)
 
 NAMES = ["random_flip", "random_crop", "random_patch", "color_jitter", "random_erase"]
 

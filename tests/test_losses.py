@@ -4,10 +4,19 @@ import math
 import pytest
 import torch
 
-from mpn_plugin.losses import (batch_wise_alignment_loss, build_alignment_loss, check_finite,
-                               class_wise_alignment_loss, cosine_batch_hard_triplet_loss,
-                               id_loss, part_id_loss, sample_wise_alignment_loss,
-                               soft_sharing_penalty, triplet_features)
+from mpn_plugin.losses import (
+    MPNLossConfig,
+    batch_wise_alignment_loss,
+    build_alignment_loss,
+    check_finite,
+    class_wise_alignment_loss,
+    cosine_batch_hard_triplet_loss,
+    mpn_loss_terms,
+    part_id_loss,
+    sample_wise_alignment_loss,
+    soft_sharing_penalty,
+    triplet_features,
+)
 
 LN2, LN3 = math.log(2), math.log(3)
 
@@ -23,12 +32,16 @@ def test_part_id_loss_hand_numbers():
     assert part_id_loss(torch.stack([p0, p1]), y).item() == pytest.approx(expected, rel=1e-6)
     assert part_id_loss([p0, p1], y).item() == pytest.approx(expected, rel=1e-6)
     # full Eq. 1 = MT + AT
-    assert id_loss([p0, p1], [p1], y).item() == pytest.approx(expected + LN3, rel=1e-6)
+    terms = mpn_loss_terms({"mt_logits": torch.stack([p0, p1]), "at_logits": torch.stack([p1]),
+                            "h": None, "g": None}, y, MPNLossConfig(triplet_weight=0))
+    id_total = terms["loss_id_mt"] + terms["loss_id_at"]
+    assert id_total.item() == pytest.approx(expected + LN3, rel=1e-6)
 
 
 def test_part_id_loss_label_smoothing():
     # uniform logits: smoothed CE = (1 - eps) ln3 + eps * ln3 = ln3
-    assert part_id_loss(torch.zeros(1, 2, 3), torch.tensor([0, 2]), 0.3).item() == pytest.approx(LN3)
+    assert (part_id_loss(torch.zeros(1, 2, 3), torch.tensor([0, 2]), 0.3).item()
+            == pytest.approx(LN3))
     # logits [0, ln2, 0], target 1, eps = 0.3: (1-eps) * ln2 + eps * mean(ln4, ln2, ln4)
     got = part_id_loss(torch.tensor([[[0.0, LN2, 0.0]]]), torch.tensor([1]), 0.3).item()
     assert got == pytest.approx(0.7 * LN2 + 0.3 * (5 * LN2 / 3), rel=1e-6)
@@ -138,7 +151,8 @@ def test_class_wise_matches_naive_loop_unequal_counts_and_permutation():
     got = class_wise_alignment_loss(h, g, y).item()
     assert got == pytest.approx(sum(ref) / 3, abs=1e-6)
     perm = torch.randperm(9)
-    assert class_wise_alignment_loss(h[perm], g[perm], y[perm]).item() == pytest.approx(got, abs=1e-6)
+    assert (class_wise_alignment_loss(h[perm], g[perm], y[perm]).item()
+            == pytest.approx(got, abs=1e-6))
 
 
 def test_triplet_features_and_unknown_names():
@@ -157,7 +171,8 @@ def test_soft_sharing_penalty_hand_numbers_and_gradients():
     loss = soft_sharing_penalty([(a, b)], 0.1)
     assert loss.item() == pytest.approx(0.5)  # 0.1 * (1 + 4)
     loss.backward()
-    assert a.grad.tolist() == pytest.approx([0.2, 0.4]) and b.grad.tolist() == pytest.approx([-0.2, -0.4])
+    assert (a.grad.tolist() == pytest.approx([0.2, 0.4])
+            and b.grad.tolist() == pytest.approx([-0.2, -0.4]))
 
 
 def test_check_finite_names_the_term():
@@ -165,3 +180,31 @@ def test_check_finite_names_the_term():
     with pytest.raises(FloatingPointError, match="loss_cf=nan"):
         check_finite({"loss_tri": torch.tensor(0.3), "loss_cf": torch.tensor(float("nan"))},
                      "epoch 1")
+
+
+# ----------------------------------------------------------------------------- Eq. 10
+def test_eq10_total_loss_hand_numbers():
+    # ID: zero logits, ln 3 per part: MT 2 parts -> 2 ln 3, AT 1 part -> ln 3.
+    # Triplet on h = H (D(h0,h1) = 1, D(h0,h2) = 0, D(h1,h2) = 1), Y = [0, 0, 1], margin 0.2:
+    #   anchor 0: d_ap 1, d_an 0 -> 1.2; anchor 1: d_ap 1, d_an 1 -> 0.2; anchor 2: d_ap 0,
+    #   d_an 0 -> 0.2; all 3 violate: 1.6 / 3. Class-wise L_CF = 0.5 (above), lambda = 0.5.
+    # Soft sharing: weight 0.1 x ||(1, 1) - (0, 0)||^2 = 0.2.
+    out = {"mt_logits": torch.zeros(2, 3, 3), "at_logits": torch.zeros(1, 3, 3), "h": H, "g": G}
+    config = MPNLossConfig(alignment_weight=0.5, soft_sharing_layer="conv1",
+                           soft_sharing_weight=0.1)
+    terms = mpn_loss_terms(out, Y, config, soft_sharing_pairs=[(torch.ones(2), torch.zeros(2))])
+    hand = {"loss_id_mt": 2 * LN3, "loss_id_at": LN3, "loss_tri": 1.6 / 3, "loss_cf": 0.25,
+            "loss_soft": 0.2}
+    assert list(terms) == list(hand)
+    for name, value in hand.items():
+        assert terms[name].item() == pytest.approx(value, abs=1e-6), name
+    assert sum(terms.values()).item() == pytest.approx(sum(hand.values()), abs=1e-5)
+    # the default config is the paper's Eq. 10: weights 1, class-wise alignment, margin 0.2
+    plain = mpn_loss_terms(out, Y)
+    assert sum(plain.values()).item() == pytest.approx(3 * LN3 + 1.6 / 3 + 0.5, abs=1e-5)
+    # the start epochs switch the triplet and alignment terms off before them
+    late = MPNLossConfig(triplet_start_epoch=2, alignment_start_epoch=3)
+    assert set(mpn_loss_terms(out, Y, late, epoch=1)) == {"loss_id_mt", "loss_id_at"}
+    assert set(mpn_loss_terms(out, Y, late, epoch=2)) == {"loss_id_mt", "loss_id_at", "loss_tri"}
+    with pytest.raises(ValueError, match="soft_sharing_pairs"):
+        mpn_loss_terms(out, Y, config)

@@ -61,8 +61,7 @@ from types import SimpleNamespace  # noqa: E402
 
 import cv2  # noqa: E402
 
-from mpn_plugin.priors.mediapipe_adapter import (HEAD_LANDMARKS, LEG_SIDES,  # noqa: E402
-                                                 MediapipeAdapter)
+from mpn_plugin.priors.mediapipe_adapter import HEAD_LANDMARKS, LEG_SIDES, MediapipeAdapter  # noqa: E402
 
 
 def person_mask(H=100, W=40, top=10, bottom=90):

@@ -116,7 +116,7 @@ def test_mpn_mt_and_at_share_first_conv_ca_second_conv_and_bn(bn_mode):
 
 def test_default_bn_sharing_is_affine():
     from mpn_plugin.config import get_default_config
-    assert SharingConfig().batchnorm == "affine" == get_default_config().mpn.bn_sharing
+    assert SharingConfig().batchnorm == "affine" == get_default_config().mpn.sharing.batchnorm
 
 
 def test_task_specific_bn_keeps_conv_shared():
@@ -142,7 +142,7 @@ def test_affine_bn_sharing_shares_gamma_beta_not_running_statistics():
     # the paper's count (Sec. 5.4.5): the same parameters as one shared BN module
     assert param_ids(mt) == param_ids(at)
     assert count_parameters([m]) == count_parameters([small(use_attention=True)])
-    with pytest.raises(ValueError, match="bn_sharing"):
+    with pytest.raises(ValueError, match="sharing.batchnorm"):
         SharingConfig(batchnorm="sometimes")
 
 
@@ -178,7 +178,7 @@ def test_affine_bn_sharing_trains_the_same_function_as_one_bn_module(mode):
 @pytest.mark.parametrize("mode,mt_only_stats", [("affine", True), ("none", True),
                                                  ("module", False)])
 def test_test_time_bn_statistics_come_from_the_main_task_only(mode, mt_only_stats):
-    """The invariant of mpn.bn_sharing affine / none: after training forwards of MT and AT,
+    """The invariant of mpn.sharing.batchnorm affine / none: after training forwards of MT and AT,
     the running statistics of every BN on the test-time path equal those of a copy that
     ran the MT path alone; with one shared module (release) the AT inputs leak into them."""
     import copy
@@ -337,7 +337,8 @@ def test_grouped_heads_equal_k_separate_heads():
         bn1 = heads.first.bn
         sl = slice(k * D, (k + 1) * D)
         y = torch.einsum("oc,bchw->bohw", w1, F)
-        y = (y - bn1.running_mean[sl, None, None]) / torch.sqrt(bn1.running_var[sl, None, None] + bn1.eps)
+        y = ((y - bn1.running_mean[sl, None, None])
+             / torch.sqrt(bn1.running_var[sl, None, None] + bn1.eps))
         y = torch.relu(y * bn1.weight[sl, None, None] + bn1.bias[sl, None, None])
         v = y.amax(dim=(2, 3))
         bn2 = heads.second.bn
@@ -348,9 +349,9 @@ def test_grouped_heads_equal_k_separate_heads():
 
 
 def test_fast_inference_path_equals_reference_forward():
-    """Eval + no_grad: BN folded into the first GEMM, max before bias/ReLU (part_head.py):
+    """Eval + no_grad: BN folded into the first GEMM, max before bias/ReLU (fast_heads.py):
     the same features as the reference forward, also after the weights change (cache)."""
-    from mpn_plugin.models import build_mpn
+    from mpn_plugin.models import build_mpn, fast_heads
     torch.manual_seed(0)
     for variant in ("mpn", "mpn_o", "mpn_baseline"):                # MT path; AT path (Baseline)
         model = build_mpn(10, variant=variant, backbone="resnet18", dim=64).eval()
@@ -359,15 +360,15 @@ def test_fast_inference_path_equals_reference_forward():
         for step in range(2):
             x = torch.randn(3, 3, 128, 64)
             with torch.no_grad():
-                heads.fast_inference = False
+                heads.fast_kernels = False
                 ref = model(x)
-                heads.fast_inference = True
+                heads.fast_kernels = True
                 fast = model(x)
             assert torch.allclose(fast, ref, rtol=1e-4, atol=1e-4), (fast - ref).abs().max()
             with torch.no_grad():                          # change weights and BN statistics
                 heads.first.conv.weight.mul_(1.5)
                 heads.first.bn.running_mean.add_(0.1)
-        assert heads.first.can_fold() and not heads.first.train().can_fold()
+        assert fast_heads.can_fold(heads.first) and not fast_heads.can_fold(heads.first.train())
 
 
 def test_fused_batch_norm_relu_max_equals_bn_relu_gmp_by_hand():
@@ -376,8 +377,11 @@ def test_fused_batch_norm_relu_max_equals_bn_relu_gmp_by_hand():
     beta, running statistics; negative BN scales (max -> min), momentum and cumulative
     averaging, a permuted (non-contiguous) input as the AT path passes it."""
     import copy
-    from mpn_plugin.models.batchnorm_relu_max import (batch_norm_relu_max,
-                                                      reference_batch_norm_relu_max)
+
+    from mpn_plugin.models.batchnorm_relu_max import (
+        batch_norm_relu_max,
+        reference_batch_norm_relu_max,
+    )
     torch.manual_seed(0)
     for momentum in (0.1, None):
         bn = torch.nn.BatchNorm1d(6, momentum=momentum).double().train()
@@ -404,23 +408,20 @@ def test_fused_batch_norm_relu_max_equals_bn_relu_gmp_by_hand():
         batch_norm_relu_max(torch.randn(2, 3, 6), bn.eval())
 
 
-@pytest.mark.parametrize("kernel", ["conv", "gemm"])
 @pytest.mark.parametrize("variant", ["mpn", "mpn_naive_mtl", "mpn_baseline"])
-def test_fused_training_path_equals_reference_training_step(variant, kernel):
-    """PartHeads.fused_training (the main tasks' K first convs as one 1x1 convolution or one
-    positions-first GEMM: ``training_kernel``; BN + ReLU + GMP fused) gives the reference
-    training forward's loss, gradients and BN statistics (float64)."""
+def test_fused_training_path_equals_reference_training_step(variant):
+    """PartHeads.fast_kernels in training (the main tasks' K first convs as one 1x1
+    convolution; BN + ReLU + GMP fused, fast_heads.py) gives the reference training
+    forward's loss, gradients and BN statistics (float64)."""
     import copy
+
     from mpn_plugin.losses import part_id_loss
     torch.manual_seed(1)
     model = build_mpn(5, variant=variant, backbone="resnet18", dim=16).double().train()
-    for heads in (model.main_heads, model.auxiliary_heads):
-        if heads is not None:
-            heads.training_kernel = kernel
     ref = copy.deepcopy(model)
     for heads in (ref.main_heads, ref.auxiliary_heads):
         if heads is not None:
-            heads.fused_training = False
+            heads.fast_kernels = False
     x = torch.randn(4, 3, 96, 32, dtype=torch.double)
     mask = (torch.rand(4, 6, 2) > 0.3).double()
     roi = torch.tensor([[0.0, 1.0], [0.2, 0.9], [0.1, 0.7], [0.3, 1.0]], dtype=torch.double)
@@ -450,7 +451,8 @@ def test_classifier_neck_bn_feeds_centred_features_to_the_classifiers_only():
     necked = small(num_classes=5, use_attention=False, classifier_neck="bn").train()
     x, mask, roi = _train_batch()
     out, ref = necked(x, mask, roi), plain(x, mask, roi)
-    assert torch.allclose(out["h"], ref["h"], atol=1e-6) and torch.allclose(out["g"], ref["g"], atol=1e-6)
+    assert (torch.allclose(out["h"], ref["h"], atol=1e-6)
+            and torch.allclose(out["g"], ref["g"], atol=1e-6))
     f = out["mt_features"]                                            # (B, K, D)
     f_bn = (f - f.mean(0)) / torch.sqrt(f.var(0, unbiased=False) + 1e-5)
     W, b = necked.main_classifier.weight, necked.main_classifier.bias  # (K, C, D), (K, C)
@@ -460,7 +462,8 @@ def test_classifier_neck_bn_feeds_centred_features_to_the_classifiers_only():
     with torch.no_grad():
         assert torch.allclose(necked.eval()(x), plain.eval()(x), atol=1e-6)
     # the neck is a classification layer: excluded from the test-time modules
-    assert count_parameters(necked.test_time_modules()) == count_parameters(plain.test_time_modules())
+    assert (count_parameters(necked.test_time_modules())
+            == count_parameters(plain.test_time_modules()))
     with pytest.raises(ValueError, match="classifier_neck"):
         small(classifier_neck="dropout")
 
@@ -479,6 +482,9 @@ def test_grouped_linear_weight_first_gemms_equal_einsum_and_keep_weight_grad_lay
     """GroupedLinear's part-wise GEMMs run weight first ((W_k x_k^T)^T): the same outputs and
     gradients (x, weight, bias) as the einsum definition, and the weight's gradient arrives
     in the weight's layout (no copy)."""
+    import functools
+
+    from mpn_plugin.models.fast_heads import part_wise_linear
     from mpn_plugin.models.part_head import GroupedLinear
     torch.manual_seed(0)
     K, N, cin, cout = 3, 7, 5, 4
@@ -492,7 +498,7 @@ def test_grouped_linear_weight_first_gemms_equal_einsum_and_keep_weight_grad_lay
     else:                           # (K, N, in) -> (K, N, out): the AT's first convs
         x = torch.randn(K, N, cin, dtype=torch.float64, requires_grad=True)
         ref_fn = lambda x, w, b: torch.einsum("kni,koi->kno", x, w) + b.unsqueeze(1)  # noqa: E731
-        run = lin.channels_last
+        run = functools.partial(part_wise_linear, lin)
     layouts = _grad_layouts(lin.weight)
     g = torch.randn(*((N, K, cout) if path == "vectors" else (K, N, cout)), dtype=torch.float64)
     y = run(x)
@@ -575,10 +581,10 @@ def test_reduced_dim_keeps_mpn_o_equal_to_baseline_and_cuts_the_heads_flops():
 
 
 def test_mpn_dim_from_the_config_and_bad_dims_rejected():
-    from mpn_plugin.config import get_default_config, mpn_model_kwargs
+    from mpn_plugin.config import get_default_config
     cfg = get_default_config()
     cfg.mpn.backbone, cfg.mpn.dim = "resnet18", 64
-    model = build_mpn(5, variant="mpn_o", **mpn_model_kwargs(cfg))
+    model = build_mpn(5, variant="mpn_o", **vars(MPNConfig.from_cfg(cfg)))
     assert model.feature_dim == 6 * 64
     assert model.main_heads.first.conv.weight.shape == (6, 64, 512)
     with pytest.raises(ValueError, match="mpn.dim"):
@@ -588,38 +594,25 @@ def test_mpn_dim_from_the_config_and_bad_dims_rejected():
 
 
 @pytest.mark.parametrize("variant", ["mpn_o", "mpn"])
-def test_inference_layouts_equal_channels_first_and_reference(variant):
-    """PartHeads.inference_layout: the default ``conv`` (one 1x1 convolution) and the
-    positions-first inference GEMM (one GEMM with B*L rows) give the channels-first path's
-    features and the reference forward's (up to float rounding); an unknown layout is an error
-    naming the choices."""
+def test_inference_kernel_is_one_convolution_and_equals_reference(variant):
+    """PartHeads.fast_kernels at inference (the default): the K first convs run as ONE 1x1
+    convolution on F (BN folded) and give the reference forward's features (up to float
+    rounding)."""
     torch.manual_seed(1)
     model = build_mpn(10, variant=variant, backbone="resnet18", dim=64).eval()
     randomize_batchnorm(model)
     heads, x = model.main_heads, torch.randn(3, 3, 128, 64)
-    assert (heads.inference_layout, heads.training_kernel) == ("conv", "conv")   # defaults
+    assert heads.fast_kernels                                                   # default
     out = {}
     with torch.no_grad():
-        for layout in ("conv", "channels_first", "positions_first"):
-            heads.inference_layout = layout
-            out[layout] = model(x)
-        heads.fast_inference = False
+        out["fast"] = model(x)
+        heads.fast_kernels = False
         out["reference"] = model(x)
-        heads.fast_inference = True
-    for layout in ("conv", "positions_first", "reference"):
-        assert torch.allclose(out[layout], out["channels_first"], rtol=1e-4, atol=1e-4), layout
-    # positions-first really is ONE GEMM with B*L rows (F: 512 x 8 x 4 at 128x64)
-    heads.inference_layout = "positions_first"
-    with torch.no_grad(), FirstArgShapes(torch.ops.aten.mm, torch.ops.aten.bmm) as gemms:
-        model(x)
-    assert (3 * 32, 512) in gemms.shapes
-    # the default layout runs the K first convs as ONE convolution, no BLAS GEMM on F
-    heads.inference_layout = "conv"
+        heads.fast_kernels = True
+    assert torch.allclose(out["fast"], out["reference"], rtol=1e-4, atol=1e-4)
+    # the K first convs run as ONE convolution, no BLAS GEMM on F
     with torch.no_grad(), FirstArgShapes(torch.ops.aten.convolution, arg=1) as convs, \
             FirstArgShapes(torch.ops.aten.mm, torch.ops.aten.bmm) as gemms:
         model(x)
     assert (6 * 64, 512, 1, 1) in convs.shapes                 # the K first convs' weights
     assert not any(len(g) == 2 and g[1] == 512 for g in gemms.shapes)   # no GEMM on F
-    heads.inference_layout = "rows"
-    with torch.no_grad(), pytest.raises(ValueError, match="positions_first"):
-        model(x)

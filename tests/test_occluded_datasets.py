@@ -13,8 +13,8 @@ from fake_roots import make_all
 from mpn_plugin import compat
 from mpn_plugin.config import imagedata_kwargs
 from mpn_plugin.data import PriorOptions, register_prior_datasets
-from mpn_plugin.data.occluded_datasets import register_occluded_datasets
 from mpn_plugin.evaluation import evaluate_rank
+from mpn_plugin.models import feature_stride
 from mpn_plugin.train import setup_cfg
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -141,7 +141,8 @@ def test_datamanager_trains_on_source_and_tests_on_target(fake_root, registered,
                                                         source_pids):
     cfg = cfg_for(config, fake_root)
     assert list(cfg.data.targets) == [target]
-    register_prior_datasets(PriorOptions.from_cfg(cfg, enabled=False))
+    register_prior_datasets(PriorOptions.from_cfg(cfg, enabled=False,
+                                                  feature_stride=feature_stride(cfg)))
     dm = compat.data.ImageDataManager(**imagedata_kwargs(cfg, use_gpu=False))
     assert dm.num_train_pids == source_pids
     query, gallery = (dm.test_loader[target][s].dataset for s in ("query", "gallery"))
@@ -153,10 +154,11 @@ def test_datamanager_trains_on_source_and_tests_on_target(fake_root, registered,
 
 
 def test_occluded_duke_prior_follows_the_registered_prior_options(fake_root, registered):
-    register_prior_datasets(PriorOptions(offline_translation_copies=3))  # as tools/train.py does
+    # as tools/train.py does
+    register_prior_datasets(PriorOptions(feature_stride=16, offline_translation_copies=3))
     ds = load("occluded_duke_prior", fake_root, mode="train")
     assert ds.prior_options.offline_translation_copies == 3 and len(ds.train) == 3 * 16
     assert ds.prior_root == osp.join(fake_root, "Occluded_Duke")
-    register_occluded_datasets(PriorOptions(enabled=False))  # on its own, with its options
+    register_prior_datasets(PriorOptions(feature_stride=16, enabled=False))  # re-registered
     ds = load("occluded_duke_prior", fake_root, mode="train")
     assert not ds.prior_options.enabled and len(ds.train) == 16

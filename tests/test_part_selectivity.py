@@ -7,11 +7,17 @@ import pytest
 import torch
 import torch.nn as nn
 
-import part_selectivity as tool
-from mpn_plugin.evaluation.part_selectivity import (main_task_responses, part_selectivity,
-                                                    strip_counts, strip_of_rows, trunk_features)
+from mpn_plugin.build import build_model
+from mpn_plugin.cli import part_selectivity as tool
+from mpn_plugin.evaluation.part_selectivity import (
+    main_task_responses,
+    part_selectivity,
+    strip_counts,
+    strip_of_rows,
+    trunk_features,
+)
 from mpn_plugin.models import build_mpn
-from mpn_plugin.train import build_model_from_cfg, build_parser, setup_cfg
+from mpn_plugin.train import build_parser, setup_cfg
 
 
 def test_strip_of_rows_holds_each_row_centre():
@@ -22,7 +28,8 @@ def test_strip_of_rows_holds_each_row_centre():
 
 
 def test_strip_counts_match_hand_counts_and_skip_all_zero_channels():
-    # N=2 images, K=2 heads, D=2 channels, H=4 rows, W=2 columns; strips: rows {0,1} -> 0, {2,3} -> 1
+    # N=2 images, K=2 heads, D=2 channels, H=4 rows, W=2 columns;
+    # strips: rows {0,1} -> 0, {2,3} -> 1
     r = torch.zeros(2, 2, 2, 4, 2)
     r[0, 0, 0, 0, 1] = 1.0     # head 0: max in row 0 -> strip 0
     r[0, 0, 1, 3, 0] = 2.0     # head 0: row 3 -> strip 1
@@ -114,7 +121,7 @@ def test_tool_writes_table_json_and_figure(tiny_root, tmp_path):
         cfg = setup_cfg(build_parser().parse_args(["--config-file", config, *FAST]))
         torch.manual_seed(0)
         path = str(tmp_path / f"{name}.pth.tar-1")
-        torch.save({"state_dict": build_model_from_cfg(cfg, num_classes=16).state_dict(),
+        torch.save({"state_dict": build_model(cfg, num_classes=16).state_dict(),
                     "epoch": 1}, path)
         specs += ["--model", f"{name}={config}:{path}"]
     rows = tool.main(["--root", tiny_root, "--num", "8", "--trunk", "--out-dir", str(tmp_path),
@@ -122,8 +129,8 @@ def test_tool_writes_table_json_and_figure(tiny_root, tmp_path):
     mpn, base = rows
     assert len(mpn["matrix"]) == 6 and mpn["images"] == 8
     # the tool's matrix is the library's, for that checkpoint and the first 8 query images
+    from mpn_plugin.build import load_model_spec
     from mpn_plugin.evaluation.robustness import ReidModel, load_split
-    from mpn_plugin.train import load_model_spec
     name, model, cfg = load_model_spec(specs[1], tiny_root, FAST)
     query, _ = load_split(cfg.data.targets[0], cfg.data.root)
     direct = part_selectivity(model, ReidModel(name, model, cfg).input_batches(query.paths[:8]))

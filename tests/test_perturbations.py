@@ -3,10 +3,19 @@ requested occluded area, occluders of another identity, determinism by seed, pur
 import numpy as np
 import pytest
 
-from mpn_plugin.evaluation.perturbations import (MEAN_FILL, PERTURBATIONS, choose_occluder,
-                                                 cut_box, image_seed, occlude_rectangle,
-                                                 occlude_with_pedestrian, perturb, perturbations,
-                                                 scale_box, vertical_shift)
+from mpn_plugin.evaluation.perturbations import (
+    MEAN_FILL,
+    PERTURBATIONS,
+    choose_occluder,
+    cut_box,
+    image_seed,
+    occlude_rectangle,
+    occlude_with_pedestrian,
+    perturb,
+    perturbations,
+    scale_box,
+    vertical_shift,
+)
 
 WHITE = (255, 255, 255)
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import prepare_dataset
 from conftest import SHARED_DATA
 from mpn_plugin import compat
+from mpn_plugin.cli import prepare_dataset
 from mpn_plugin.data.manifest import read_manifest
 
 
@@ -38,8 +38,8 @@ def test_pattern_input_split_and_determinism(tmp_path):
     write_crops(tmp_path / "crops")
     a = run("--images", tmp_path / "crops", "--pattern", "{pid}_c{cam}_*.jpg", "--num-test-ids", 3,
             "--out", tmp_path / "a", "--seed", 5)
-    b = run("--images", tmp_path / "crops", "--pattern", "{pid}_c{cam}_*.jpg", "--num-test-ids", 3,
-            "--out", tmp_path / "b", "--seed", 5)
+    run("--images", tmp_path / "crops", "--pattern", "{pid}_c{cam}_*.jpg", "--num-test-ids", 3,
+        "--out", tmp_path / "b", "--seed", 5)
     c = run("--images", tmp_path / "crops", "--pattern", "{pid}_c{cam}_*.jpg", "--num-test-ids", 3,
             "--out", tmp_path / "c", "--seed", 6)
     assert a["counts"]["train"] == {"images": 30, "identities": 5, "cameras": 3}
@@ -87,7 +87,8 @@ def test_csv_input_any_format_many_cameras(tmp_path):
         for pid in (10, 2000, 35000):                      # pids beyond Market's 1501
             for cam in (3, 7, 12):                         # more than Market's 6 cameras
                 p = f"imgs/{pid}_{cam}.bmp"
-                Image.fromarray(rng.integers(0, 255, (48, 24, 3), dtype=np.uint8)).save(tmp_path / p)
+                Image.fromarray(rng.integers(0, 255, (48, 24, 3), dtype=np.uint8)).save(
+                    tmp_path / p)
                 w.writerow([p, pid, cam])
     s = run("--csv", tmp_path / "labels.csv", "--num-test-ids", 1, "--out", tmp_path / "o")
     assert s["counts"]["train"] == {"images": 6, "identities": 2, "cameras": 3}
@@ -100,7 +101,8 @@ def test_bad_input_is_reported_not_lost(tmp_path):
         f.write(b"not an image")                           # corrupt
     import shutil
     shutil.copyfile(paths[5], tmp_path / "crops" / "0006_c1_999.jpg")  # same content as another
-    Image.fromarray(np.zeros((8, 4, 3), np.uint8)).save(tmp_path / "crops" / "0005_c0_500.jpg")  # tiny
+    # tiny
+    Image.fromarray(np.zeros((8, 4, 3), np.uint8)).save(tmp_path / "crops" / "0005_c0_500.jpg")
     (tmp_path / "crops" / "notes.txt").write_text("hello")
     # identity 7 seen by camera 0 only: cannot be a test identity
     Image.fromarray(np.full((64, 32, 3), 7, np.uint8)).save(tmp_path / "crops" / "0007_c0_000.jpg")
@@ -137,7 +139,7 @@ def test_bad_pattern_csv_and_manifest_messages(tmp_path):
 
 def test_manifest_dataset_loads_and_mpn_trains_on_it(tmp_path):
     """torchreid's ImageDataManager reads the manifest; MPN trains with priors made for it."""
-    import generate_priors
+    from mpn_plugin.cli import generate_priors
     from mpn_plugin.train import main
     write_crops(tmp_path / "crops", ids=8, cams=2, per_cam=4)
     run("--images", tmp_path / "crops", "--pattern", "{pid}_c{cam}_*.jpg", "--num-test-ids", 3,
@@ -160,7 +162,8 @@ def test_manifest_dataset_loads_and_mpn_trains_on_it(tmp_path):
     assert summary["images"] == 40
     out = main(["--config-file", "configs/mpn_synthetic.yaml", "--root", str(tmp_path / "ds"),
                 "data.sources", "['custom_crops_prior']", "data.targets", "['custom_crops_prior']",
-                "data.height", "64", "data.width", "32", "data.workers", "0", "train.batch_size", "8",
+                "data.height", "64", "data.width", "32", "data.workers", "0",
+                "train.batch_size", "8",
                 "sampler.num_instances", "4", "mpn.backbone", "resnet18", "mpn.dim", "32",
                 "train.max_epoch", "1", "data.save_dir", str(tmp_path / "log")])
     res = out["results"]["custom_crops_prior"]

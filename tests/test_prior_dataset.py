@@ -1,6 +1,5 @@
 """Prior-aware datasets: priors reach the batch through torchreid's own data manager and stay
 aligned with the augmented image."""
-import csv
 import os.path as osp
 import random
 
@@ -31,7 +30,7 @@ def datamanager(root, **kw):
 
 
 def test_batch_from_image_data_manager_carries_priors(tiny_root, registered):
-    register_prior_datasets(PriorOptions())
+    register_prior_datasets(PriorOptions(feature_stride=16))
     dm = datamanager(tiny_root)
     batch = next(iter(dm.train_loader))
     assert batch["img"].shape == (8, 3, 128, 64)
@@ -65,9 +64,11 @@ def test_prior_follows_flip_and_translation_iou(tiny_root, tmp_path, registered)
         m = gt_mask(path)
         w.add(osp.relpath(path, d), m, coarse_prior_from_mask(m, (8, 4)))
     w.finish()
-    register_prior_datasets(PriorOptions(cache_file=str(tmp_path / "oracle.npz"),
+    register_prior_datasets(PriorOptions(feature_stride=16,
+                                         cache_file=str(tmp_path / "oracle.npz"),
                                          offline_translation_copies=5))
-    tr, _ = compat.data.transforms.build_transforms(128, 64, transforms=["random_flip", "random_crop"],
+    tr, _ = compat.data.transforms.build_transforms(128, 64,
+                                                    transforms=["random_flip", "random_crop"],
                                                     norm_mean=[0, 0, 0], norm_std=[1, 1, 1])
     ds = compat.data.datasets.init_image_dataset("synthetic_pedestrians", root=tiny_root,
                                                   transform=tr, mode="train", verbose=False)
@@ -75,7 +76,8 @@ def test_prior_follows_flip_and_translation_iou(tiny_root, tmp_path, registered)
     ious = []
     for i in list(range(0, 5 * n, 7)):
         path = ds.data[i][0]
-        random.seed(i); torch.manual_seed(i)
+        random.seed(i)
+        torch.manual_seed(i)
         _, mask_t = ds.transformed_pair(i)
         # the ground truth of the shifted image: shift with zero fill (the person does not
         # extend into the replicated border of the image)
@@ -83,7 +85,8 @@ def test_prior_follows_flip_and_translation_iou(tiny_root, tmp_path, registered)
         _, gt = translate_pair(Image.new("RGB", (64, 128)), gt_mask(path).astype(np.float32),
                                int(round(dx * 64)), int(round(dy * 128)))
         gt_img = Image.fromarray(np.stack([(gt > 0.5).astype(np.uint8) * 255] * 3, -1))
-        random.seed(i); torch.manual_seed(i)
+        random.seed(i)
+        torch.manual_seed(i)
         ref = tr(gt_img)[0].numpy() >= 0.5
         got = mask_t >= 0.5
         ious.append((ref & got).sum() / max((ref | got).sum(), 1))
@@ -96,9 +99,11 @@ def test_joint_transform_images_identical_to_torchreid():
     names = ["random_flip", "random_crop", "color_jitter", "random_erase", "random_patch"]
     tr, _ = compat.data.transforms.build_transforms(128, 64, transforms=names)
     for s in range(6):
-        random.seed(s); torch.manual_seed(s)
+        random.seed(s)
+        torch.manual_seed(s)
         ref = tr(img)
-        random.seed(s); torch.manual_seed(s)
+        random.seed(s)
+        torch.manual_seed(s)
         out, mask = JointTransform.from_compose(tr)(img, np.ones((100, 50), np.float32))
         assert torch.equal(ref, out) and mask.shape == (128, 64)
 
@@ -108,10 +113,12 @@ def test_mask_follows_geometry_exactly():
     base = np.zeros((128, 64), np.uint8)
     base[20:90, 10:30] = 255     # asymmetric rectangle
     img = Image.fromarray(np.stack([base] * 3, -1))
-    tr, _ = compat.data.transforms.build_transforms(128, 64, transforms=["random_flip", "random_crop"],
+    tr, _ = compat.data.transforms.build_transforms(128, 64,
+                                                    transforms=["random_flip", "random_crop"],
                                                     norm_mean=[0, 0, 0], norm_std=[1, 1, 1])
     for s in range(10):
-        random.seed(s); torch.manual_seed(s)
+        random.seed(s)
+        torch.manual_seed(s)
         out, mask = JointTransform.from_compose(tr)(img, base / 255.0)
         a, b = out[0].numpy() >= 0.5, mask >= 0.5
         assert (a & b).sum() / (a | b).sum() >= 0.99, s
@@ -127,14 +134,15 @@ def test_unknown_transform_is_named():
 
 
 def test_offline_translation_enlarges_train_set(tiny_root, registered):
-    register_prior_datasets(PriorOptions(offline_translation_copies=5))
+    register_prior_datasets(PriorOptions(feature_stride=16, offline_translation_copies=5))
     dm = datamanager(tiny_root)
     assert len(dm.train_loader.dataset) == 5 * 16 * 8
     assert next(iter(dm.train_loader))["prior_mask"].shape == (8, 8, 4)
 
 
 def _translated_train_set(root, seed, copies=5):
-    register_prior_datasets(PriorOptions(offline_translation_copies=copies, seed=seed))
+    register_prior_datasets(PriorOptions(feature_stride=16, offline_translation_copies=copies,
+                                         seed=seed))
     return compat.data.datasets.init_image_dataset("synthetic_pedestrians", root=root,
                                                    mode="train", transform=None, verbose=False)
 
@@ -180,15 +188,26 @@ def test_image_without_prior_errors_or_falls_back(tiny_root, tmp_path, registere
                                                      "feature_size": [8, 4], "fingerprint": "x"})
     w.add(rel, None, coarse_prior_from_mask(None, (8, 4)))
     w.finish()
-    register_prior_datasets(PriorOptions(cache_file=str(tmp_path / "one.npz")))
+    register_prior_datasets(PriorOptions(feature_stride=16, cache_file=str(tmp_path / "one.npz")))
     dm = datamanager(tiny_root)
     with pytest.raises(KeyError, match="generate_priors.py"):
         next(iter(dm.train_loader))
-    register_prior_datasets(PriorOptions(cache_file=str(tmp_path / "one.npz"), on_missing="uniform"))
+    register_prior_datasets(PriorOptions(feature_stride=16, cache_file=str(tmp_path / "one.npz"),
+                                         on_missing="uniform"))
     dm = datamanager(tiny_root)
     with pytest.warns(UserWarning, match="without a prior"):
         batch = next(iter(dm.train_loader))
     assert batch["prior_mask"].min() == 1 and (batch["prior_roi"] == torch.tensor([0.0, 1.0])).all()
+
+
+def test_train_items_without_registered_options_name_the_call(tiny_root, registered):
+    register_prior_datasets()  # the names only: no feature stride yet
+    tr, _ = compat.data.transforms.build_transforms(128, 64, transforms=["random_flip"])
+    ds = compat.data.datasets.init_image_dataset("synthetic_pedestrians", root=tiny_root,
+                                                 mode="train", transform=tr, verbose=False)
+    with pytest.raises(ValueError, match=r"'synthetic_pedestrians' has no prior options.*"
+                                         r"register_prior_datasets\(PriorOptions.from_cfg"):
+        ds[0]
 
 
 def test_missing_dataset_folder_is_a_clear_error(tmp_path):
@@ -200,12 +219,16 @@ def test_multi_source_training_keeps_priors(tiny_root, tmp_path, registered):
     """torchreid sums source datasets with Dataset.__add__ (a plain ImageDataset): ours keep
     each image's prior from its own dataset's cache."""
     import shutil
+
     from mpn_plugin.data.prior_datasets import prior_aware
     market = compat.submodule("data.datasets.image.market1501").Market1501
     shutil.copytree(osp.join(tiny_root, "synthetic_pedestrians"), tmp_path / "synthetic_copy")
-    shutil.copytree(osp.join(tiny_root, "synthetic_pedestrians"), tmp_path / "synthetic_pedestrians")
-    register_prior_datasets(PriorOptions())
-    compat.register_image_dataset("synthetic_copy", prior_aware(market, "synthetic_copy", "synthetic_copy"),
+    shutil.copytree(osp.join(tiny_root, "synthetic_pedestrians"),
+                    tmp_path / "synthetic_pedestrians")
+    register_prior_datasets(PriorOptions(feature_stride=16))
+    compat.register_image_dataset("synthetic_copy",
+                                  prior_aware(market, "synthetic_copy", "synthetic_copy",
+                                              PriorOptions(feature_stride=16)),
                                   overwrite=True)
     dm = datamanager(str(tmp_path), sources=["synthetic_pedestrians", "synthetic_copy"])
     ds = dm.train_loader.dataset
@@ -220,14 +243,15 @@ def test_multi_source_training_keeps_priors(tiny_root, tmp_path, registered):
 def test_multi_source_training_keeps_each_images_offline_translation(tiny_root, tmp_path,
                                                                      registered):
     import shutil
+
     from mpn_plugin.data.prior_datasets import prior_aware
     market = compat.submodule("data.datasets.image.market1501").Market1501
     for name in ("synthetic_pedestrians", "synthetic_copy"):
         shutil.copytree(osp.join(tiny_root, "synthetic_pedestrians"), tmp_path / name,
                         ignore=shutil.ignore_patterns("maps"))
-    register_prior_datasets(PriorOptions(offline_translation_copies=2))
+    register_prior_datasets(PriorOptions(feature_stride=16, offline_translation_copies=2))
     copy = prior_aware(market, "synthetic_copy", "synthetic_copy")
-    copy.prior_options = PriorOptions(offline_translation_copies=2)
+    copy.prior_options = PriorOptions(feature_stride=16, offline_translation_copies=2)
     compat.register_image_dataset("synthetic_copy", copy, overwrite=True)
     sources = [compat.data.datasets.init_image_dataset(name, root=str(tmp_path), mode="train",
                                                        transform=None, verbose=False)

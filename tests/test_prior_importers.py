@@ -9,10 +9,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import generate_priors
+from mpn_plugin.cli import generate_priors
 from mpn_plugin.priors.adapters import ParsingFolderAdapter
-from mpn_plugin.priors.importers import (PIFPAF_PARTS, BpbreidPartMasksAdapter,
-                                         KprKeypointsAdapter, kpr_target_keypoints)
+from mpn_plugin.priors.importers import (
+    PIFPAF_PARTS,
+    BpbreidPartMasksAdapter,
+    KprKeypointsAdapter,
+    kpr_target_keypoints,
+)
 from mpn_plugin.priors.pipeline import PriorConfig, coarse_prior_from_mask, fallback_reason
 
 H, W = 128, 64
@@ -65,7 +69,8 @@ def test_bpbreid_no_ankles_is_no_legs_and_raw_pifpaf_suffix(tmp_path):
     masks = tmp_path / "pifpaf" / "bounding_box_train"
     masks.mkdir(parents=True)
     # the raw PifPaf set is named <stem>.jpg.confidence_fields.npy
-    np.save(masks / "0002_c1s1_000451_03.jpg.confidence_fields.npy", pifpaf_fields(with_ankles=False))
+    np.save(masks / "0002_c1s1_000451_03.jpg.confidence_fields.npy",
+            pifpaf_fields(with_ankles=False))
     mask, case, info = BpbreidPartMasksAdapter(str(tmp_path / "pifpaf"))(img, REL)
     assert (mask, case) == (None, "fallback") and info == {"head": True, "legs": False}
     assert fallback_reason(case, info) == "no_legs"
@@ -145,7 +150,8 @@ def body(label_set):
     lab = np.zeros((H, W), np.uint8)
     ids = {"lip": dict(hair=2, face=13, upper=5, pants=9, lleg=16, rleg=17, lshoe=18, rshoe=19),
            "atr": dict(hair=2, face=11, upper=4, pants=6, lleg=12, rleg=13, lshoe=9, rshoe=10),
-           "pascal": dict(hair=1, face=1, upper=2, pants=5, lleg=6, rleg=6, lshoe=6, rshoe=6)}[label_set]
+           "pascal": dict(hair=1, face=1, upper=2, pants=5, lleg=6, rleg=6, lshoe=6, rshoe=6),
+           }[label_set]
     lab[10:20, 24:40], lab[20:30, 26:38] = ids["hair"], ids["face"]
     lab[30:70, 20:44], lab[70:95, 22:42] = ids["upper"], ids["pants"]
     lab[95:115, 22:30], lab[95:115, 34:42] = ids["lleg"], ids["rleg"]
@@ -171,9 +177,11 @@ def test_label_presets_name_the_right_parts():
         labels = LABEL_MAPS[name]
         head = {labels[i] for i in preset["head_labels"]}
         assert head <= {"hat", "hair", "sunglasses", "face", "head"} and head
-        legs = {labels[i] for i in tuple(preset["left_leg_labels"]) + tuple(preset["right_leg_labels"])}
+        legs = {labels[i]
+                for i in tuple(preset["left_leg_labels"]) + tuple(preset["right_leg_labels"])}
         assert legs <= {"left-leg", "right-leg", "left-shoe", "right-shoe", "lower-legs"} and legs
-    assert len(LABEL_MAPS["lip"]) == 20 and len(LABEL_MAPS["atr"]) == 18 and len(LABEL_MAPS["pascal"]) == 7
+    assert (len(LABEL_MAPS["lip"]) == 20 and len(LABEL_MAPS["atr"]) == 18
+            and len(LABEL_MAPS["pascal"]) == 7)
 
 
 def test_wrong_label_set_and_cut_legs_fall_back(tmp_path):
@@ -213,11 +221,13 @@ def test_generate_priors_runs_each_importer(tmp_path):
     (tmp_path / "kp" / "0002_c1s1_000451_03.jpg_keypoints.json").write_text(
         json.dumps([{"keypoints": person(20, 110, 30)}]))
     schp_png(str(tmp_path / "atr" / "bounding_box_train" / "0002_c1s1_000451_03.png"), body("atr"))
-    runs = {"bpbreid": ["--part-masks-dir", str(tmp_path)], "kpr": ["--keypoints-dir", str(tmp_path / "kp")],
+    runs = {"bpbreid": ["--part-masks-dir", str(tmp_path)],
+            "kpr": ["--keypoints-dir", str(tmp_path / "kp")],
             "parsing": ["--parsing-dir", str(tmp_path / "atr"), "--labels", "atr"]}
     for adapter, extra in runs.items():
         s = generate_priors.main(["--images", str(images), "--adapter", adapter, "--height", "128",
-                                  "--width", "64", "--workers", "1", "--max-fallback-share", "1"] + extra)
+                                  "--width", "64", "--workers", "1", "--max-fallback-share", "1"]
+                                 + extra)
         assert (s["images"], s["fallbacks"]) == (2, 1), adapter
         from mpn_plugin.priors import PriorCache
         cache = PriorCache.load(s["path"])

@@ -6,9 +6,18 @@ import cv2
 import numpy as np
 import pytest
 
-from mpn_plugin.priors import (CoarsePrior, PriorCache, PriorCacheWriter, PriorConfig,
-                               StalePriorCacheError, coarse_prior_from_mask, compute_coarse_prior,
-                               evidence_from_keypoints, evidence_from_parsing, union_person_mask)
+from mpn_plugin.priors import (
+    CoarsePrior,
+    PriorCache,
+    PriorCacheWriter,
+    PriorConfig,
+    StalePriorCacheError,
+    coarse_prior_from_mask,
+    compute_coarse_prior,
+    evidence_from_keypoints,
+    evidence_from_parsing,
+    union_person_mask,
+)
 from mpn_plugin.priors.adapters import KeypointsAdapter, ParsingFolderAdapter, SyntheticMapsAdapter
 
 
@@ -33,13 +42,16 @@ def test_evidence_from_parsing_head_and_legs():
     assert evidence_from_parsing(parsing_map(head=False)) == (False, True)
     # pants end at row 12 and the person spans rows 1-12: pants in its lowest quarter count
     assert evidence_from_parsing(parsing_map(legs=False)) == (True, True)
-    assert evidence_from_parsing(parsing_map(legs=False), PriorConfig(pants_count_as_legs=False)) == (True, False)
+    assert evidence_from_parsing(parsing_map(legs=False),
+                                 PriorConfig(pants_count_as_legs=False)) == (True, False)
     assert evidence_from_parsing(None) == (False, False)
 
 
 def test_union_and_fallback_cases():
-    a = np.zeros((4, 4), bool); a[0, 0] = True
-    b = np.zeros((4, 4), np.uint8); b[3, 3] = 255
+    a = np.zeros((4, 4), bool)
+    a[0, 0] = True
+    b = np.zeros((4, 4), np.uint8)
+    b[3, 3] = 255
     mask, case = union_person_mask(True, True, [a, b, None])
     assert case == "prior" and mask.sum() == 2 and mask[0, 0] and mask[3, 3]
     assert union_person_mask(False, True, [a]) == (None, "fallback")    # head missing
@@ -103,12 +115,17 @@ def test_parsing_folder_and_keypoint_adapters(tmp_path):
     img = tmp_path / "imgs" / "a" / "x.jpg"
     write(str(img), np.zeros((16, 8, 3), np.uint8))
     write(str(tmp_path / "parsing" / "a" / "x.png"), parsing_map())
-    fg = np.zeros((16, 8), np.uint8); fg[0:16, 1] = 255
+    fg = np.zeros((16, 8), np.uint8)
+    fg[0:16, 1] = 255
     write(str(tmp_path / "masks" / "a" / "x.png"), fg)
-    mask, case, _ = ParsingFolderAdapter(str(tmp_path / "parsing"), str(tmp_path / "masks"))(str(img), "a/x.jpg")
+    mask, case, _ = ParsingFolderAdapter(str(tmp_path / "parsing"),
+                                         str(tmp_path / "masks"))(str(img), "a/x.jpg")
     assert case == "prior"
     assert mask.sum() == (parsing_map() > 0).sum() + 16 - ((parsing_map() > 0)[:, 1]).sum()
-    kp = np.zeros((17, 3)); kp[0] = (4, 2, 1); kp[14] = (5, 10, 1); kp[16] = (5, 14, 1)
+    kp = np.zeros((17, 3))
+    kp[0] = (4, 2, 1)
+    kp[14] = (5, 10, 1)
+    kp[16] = (5, 14, 1)
     (tmp_path / "kp.json").write_text(json.dumps({"a/x.jpg": kp.tolist()}))
     mask, case, _ = KeypointsAdapter(str(tmp_path / "kp.json"))(str(img), "a/x.jpg")
     assert case == "prior" and mask[:1].sum() == 0 and mask[2:15].all()
@@ -127,7 +144,8 @@ def test_synthetic_adapter_on_generated_maps(tiny_root):
         if r["parsing_status"] == "missing":
             assert case == "fallback"
         if case == "prior":
-            person = cv2.imread(osp.join(d, "maps", r["split"], r["file"][:-4] + "_person.png"), 0) > 0
+            person = cv2.imread(osp.join(d, "maps", r["split"], r["file"][:-4] + "_person.png"),
+                                0) > 0
             if r["parsing_status"] == "ok" and r["segmentation_status"] == "ok":
                 iou = (mask & person).sum() / (mask | person).sum()
                 assert iou > 0.8, (rel, iou)

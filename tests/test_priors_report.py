@@ -7,8 +7,8 @@ import cv2
 import numpy as np
 import pytest
 
-import generate_priors
-import priors_report
+from mpn_plugin.cli import generate_priors
+from mpn_plugin.priors import report as priors_report
 
 H, W = 128, 64
 
@@ -85,7 +85,8 @@ def test_numbers_only_report_and_unrecorded_reasons(small_cache, tmp_path):
     out = str(tmp_path / "numbers")
     numbers = priors_report.main(["--cache", old, "--out", out, "--no-contact-sheets"])
     assert numbers["reasons"] == {"unknown": 2}
-    assert sorted(os.listdir(out)) == ["boundaries.png", "fallbacks.csv", "mask_area.png", "report.md"]
+    assert sorted(os.listdir(out)) == ["boundaries.png", "fallbacks.csv", "mask_area.png",
+                                       "report.md"]
 
 
 def test_every_fallback_reason_is_classified_and_explained():

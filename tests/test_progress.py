@@ -43,7 +43,7 @@ def test_log_lines_every_n_percent(monkeypatch):
         pass
     lines = log.getvalue().splitlines()
     assert "\r" not in log.getvalue()
-    counts = [int(m.group(1)) for m in (re.search(r"(\d+)/200", l) for l in lines) if m]
+    counts = [int(m.group(1)) for m in (re.search(r"(\d+)/200", line) for line in lines) if m]
     assert counts[0] == 0 and counts[-1] == 200
     assert all(b - a >= 20 for a, b in zip(counts[:-1], counts[1:-1]))   # every 10 %
     assert 10 <= len(lines) <= 13
@@ -85,6 +85,7 @@ def test_every_progress_bar_of_the_project_is_throttled():
                 with open(path) as f:
                     for n, line in enumerate(f, 1):
                         rel = osp.relpath(path, ROOT)
-                        if re.search(r"^\s*(from tqdm|import tqdm)", line) and rel not in NOT_YET_SWITCHED:
+                        if (re.search(r"^\s*(from tqdm|import tqdm)", line)
+                                and rel not in NOT_YET_SWITCHED):
                             offenders.append(f"{rel}:{n}")
     assert not offenders, f"use mpn_plugin.progress.progress_bar instead of tqdm: {offenders}"

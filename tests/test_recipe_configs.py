@@ -12,10 +12,11 @@ import yaml
 from conftest import needs_mobilenetv2_weights
 from fake_roots import make_all
 from mpn_plugin import compat
+from mpn_plugin.build import build_model
 from mpn_plugin.config import imagedata_kwargs
 from mpn_plugin.data import PriorOptions, register_prior_datasets
-from mpn_plugin.models import MODEL_NAMES, VARIANTS
-from mpn_plugin.train import build_model_from_cfg, is_mpn_model, setup_cfg
+from mpn_plugin.models import MODEL_NAMES, VARIANTS, feature_stride, is_mpn_model
+from mpn_plugin.train import setup_cfg
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 # configs/probes/ holds lists of probe runs for tools/run_real_crops.py --probes (each entry
@@ -32,7 +33,8 @@ FAST = ["data.workers", "0", "train.batch_size", "8", "sampler.num_instances", "
 def fake_root(tmp_path_factory, tiny_root):
     root = make_all(str(tmp_path_factory.mktemp("fake")))
     import shutil
-    shutil.copytree(osp.join(tiny_root, "synthetic_pedestrians"), osp.join(root, "synthetic_pedestrians"))
+    shutil.copytree(osp.join(tiny_root, "synthetic_pedestrians"),
+                    osp.join(root, "synthetic_pedestrians"))
     shutil.copytree(osp.join(tiny_root, "synthetic_pedestrians"),
                     osp.join(root, "error_free", "synthetic_pedestrians"))
     return root
@@ -47,14 +49,14 @@ def cfg_for(path, root, *opts, fast=True):
 
 #: options the tests set themselves (FAST, data.root)
 OVERRIDDEN = set(FAST[::2]) | {"data.root"}
-#: config key -> the built MPN's config field it sets (mpn_plugin.config.mpn_model_kwargs)
+#: config key -> the built MPN's config field it sets (MPNConfig.from_cfg)
 MODEL_FIELDS = {f"mpn.{k}": k for k in (
     "backbone", "last_stride", "num_parts", "dim", "use_attention", "attention_reduction",
     "tasks", "prior_variant", "backbone_weights", "classifier_init_std", "classifier_neck",
     "backbone_attention", "mt_pooling", "feature_clip")}
-MODEL_FIELDS.update({"mpn.share_conv1": "sharing.conv1", "mpn.share_conv2": "sharing.conv2",
-                     "mpn.share_attention": "sharing.attention",
-                     "mpn.bn_sharing": "sharing.batchnorm", "test.readout": "readout"})
+MODEL_FIELDS.update({"mpn.sharing.conv1": "sharing.conv1", "mpn.sharing.conv2": "sharing.conv2",
+                     "mpn.sharing.attention": "sharing.attention",
+                     "mpn.sharing.batchnorm": "sharing.batchnorm", "test.readout": "readout"})
 
 
 def own_settings(path):
@@ -94,10 +96,11 @@ def test_config_builds_model_and_datamanager(path, fake_root):
     cfg = cfg_for(path, fake_root)
     if cfg.model.pretrained and "mobilenetv2" in f"{cfg.model.name} {cfg.mpn.backbone}":
         needs_mobilenetv2_weights()   # ImageNet MobileNetV2: skips with the install line
-    register_prior_datasets(PriorOptions.from_cfg(cfg, enabled=False))
+    register_prior_datasets(PriorOptions.from_cfg(cfg, enabled=False,
+                                                  feature_stride=feature_stride(cfg)))
     try:
         dm = compat.data.ImageDataManager(**imagedata_kwargs(cfg, use_gpu=False))
-        model = build_model_from_cfg(cfg, dm.num_train_pids).eval()
+        model = build_model(cfg, dm.num_train_pids).eval()
         with torch.no_grad():
             out = model(torch.zeros(1, 3, cfg.data.height, cfg.data.width))
     finally:
@@ -133,7 +136,8 @@ def test_paper_recipe_values(path, fake_root):
     assert (cfg.data.height, cfg.data.width) == (384, 128)
     assert cfg.train.batch_size == 48 and cfg.sampler.num_instances == 8
     assert cfg.sampler.train_sampler == "RandomIdentitySampler"
-    assert (cfg.train.optim, cfg.train.lr, cfg.sgd.momentum, cfg.train.weight_decay) == ("sgd", 0.01, 0.9, 5e-4)
+    assert ((cfg.train.optim, cfg.train.lr, cfg.sgd.momentum, cfg.train.weight_decay)
+            == ("sgd", 0.01, 0.9, 5e-4))
     assert cfg.train.max_epoch == 70 and cfg.train.stepsize == [20] and cfg.train.gamma == 0.1
     assert cfg.mpn.num_parts == 6 and cfg.mpn.loss.triplet_margin == 0.2
     assert cfg.mpn.loss.alignment == "class_wise" and cfg.mpn.loss.alignment_weight == 1.0
@@ -181,7 +185,7 @@ def test_cpu_recipe_values(path, fake_root):
         assert cfg.mpn.tasks == "at_only" and instances_on_its_data(cfg, path) == 2
     elif cfg.engine.name == "mpn":
         assert cfg.train.staged_lr and cfg.train.base_lr_mult == 0.1
-        assert cfg.mpn.classifier_neck == "bn" and cfg.mpn.bn_sharing == "affine"
+        assert cfg.mpn.classifier_neck == "bn" and cfg.mpn.sharing.batchnorm == "affine"
         assert instances_on_its_data(cfg, path) == (2 if "cuhk01" in path else 4)
     else:
         assert cfg.model.name == "ide_mobilenetv2" and cfg.sampler.train_sampler == "RandomSampler"

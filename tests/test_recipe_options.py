@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from mpn_plugin.config import get_default_config, mpn_model_kwargs
+from mpn_plugin.config import get_default_config
 from mpn_plugin.engine import MPNEngine, MPNLossConfig
 from mpn_plugin.evaluation.part_selectivity import feature_saturation
 from mpn_plugin.losses import part_id_loss
@@ -144,7 +144,7 @@ def test_config_nodes_reach_the_model_and_the_loss():
     cfg.merge_from_list(["mpn.backbone", "mobilenetv2", "mpn.mt_pooling", "gem",
                          "mpn.feature_clip", "False", "mpn.loss.id_reduction", "mean",
                          "test.readout", "concat"])
-    kwargs = mpn_model_kwargs(cfg)
+    kwargs = vars(MPNConfig.from_cfg(cfg))
     assert (kwargs["mt_pooling"], kwargs["feature_clip"], kwargs["readout"]) == (
         "gem", False, "concat")
     assert MPNLossConfig.from_cfg(cfg).id_reduction == "mean"
@@ -176,7 +176,8 @@ def test_num_instances_derived_from_the_images_per_identity():
 
 
 def test_resolve_num_instances_replaces_only_zero(monkeypatch):
-    from mpn_plugin import compat, train as train_mod
+    from mpn_plugin import build as build_mod
+    from mpn_plugin import compat
 
     class FakeManager:
         def __init__(self, **kwargs):
@@ -188,18 +189,18 @@ def test_resolve_num_instances_replaces_only_zero(monkeypatch):
     cfg = get_default_config()
     cfg.sampler.num_instances = 0
     cfg.freeze()
-    resolved = train_mod.resolve_num_instances(cfg)
+    resolved = build_mod.resolve_num_instances(cfg)
     assert resolved.sampler.num_instances == 6 and cfg.sampler.num_instances == 0
     assert resolved.is_frozen()
     fixed = get_default_config()
-    assert train_mod.resolve_num_instances(fixed) is fixed       # 8 stays 8
+    assert build_mod.resolve_num_instances(fixed) is fixed       # 8 stays 8
     with pytest.raises(ValueError, match="resolve_num_instances"):
-        train_mod.build_datamanager(cfg, use_gpu=False)
+        build_mod.build_datamanager(cfg, use_gpu=False)
     # a recipe that inherits 0 but samples at random (the softmax model) needs no identities:
     # it is left as it is, and builds (the random sampler never reads num_instances)
     random = cfg.clone()
     random.defrost()
     random.sampler.train_sampler = "RandomSampler"
     random.freeze()
-    assert train_mod.resolve_num_instances(random) is random
-    assert isinstance(train_mod.build_datamanager(random, use_gpu=False), FakeManager)
+    assert build_mod.resolve_num_instances(random) is random
+    assert isinstance(build_mod.build_datamanager(random, use_gpu=False), FakeManager)

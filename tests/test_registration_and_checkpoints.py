@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 import torch
 
-import mpn_plugin
 from mpn_plugin import compat
 from mpn_plugin.engine import ENGINES, MPNEngine
 from mpn_plugin.models import build_mpn
@@ -20,6 +19,19 @@ def test_import_registers_models_datasets_engines():
                  "cuhk03_prior", "msmt17_prior"):
         assert name in registry, name
     assert {"mpn", "softmax", "triplet"} <= set(ENGINES)
+
+
+def test_import_registers_prior_datasets_with_default_options(monkeypatch):
+    """torchreid's own data managers get prior items at once (the default backbones' stride):
+    the registration done at import, run again here (other tests re-register with their own
+    options)."""
+    from mpn_plugin import registry as registry_mod
+    monkeypatch.setattr(registry_mod, "_DONE", False)
+    registry_mod.register()
+    registry = vars(compat.datasets)["__image_datasets"]
+    for name in ("synthetic_pedestrians", "market1501_prior", "msmt17_prior"):
+        assert registry[name].prior_options.feature_stride == 16, name
+        assert registry[name].prior_options.enabled, name
     assert ENGINES["mpn"] is MPNEngine
 
 

@@ -10,12 +10,16 @@ import torch
 
 import mpn_plugin  # noqa: F401  (registers the models)
 from mpn_plugin import compat
-from mpn_plugin.losses import (class_wise_alignment_loss, cosine_batch_hard_triplet_loss,
-                               part_id_loss)
+from mpn_plugin.build import build_optimizer
 from mpn_plugin.config import get_default_config, optimizer_kwargs
-from mpn_plugin.models import MPN, build_backbone, build_mpn
+from mpn_plugin.losses import (
+    class_wise_alignment_loss,
+    cosine_batch_hard_triplet_loss,
+    part_id_loss,
+)
+from mpn_plugin.models import MPN, MPNConfig, build_backbone, build_mpn
 from mpn_plugin.models.rga import SpatialRGA, relation_vectors
-from mpn_plugin.train import build_optimizer, mpn_kwargs_for, setup_cfg
+from mpn_plugin.train import setup_cfg
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
@@ -159,11 +163,11 @@ def test_configs_pass_data_size_and_attention_to_the_model():
     args = argparse.Namespace(config_file=osp.join(ROOT, "configs", "ablation", "mpn_star.yaml"),
                               root="", sources=None, targets=None,
                               opts=["data.height", "96", "data.width", "48"])
-    kwargs = mpn_kwargs_for(setup_cfg(args))
+    kwargs = vars(MPNConfig.from_cfg(setup_cfg(args)))
     assert kwargs["backbone_attention"] == "rga_s" and kwargs["input_size"] == (96, 48)
     args.config_file = osp.join(ROOT, "configs", "cuhk01", "mpn_star_mobilenetv2.yaml")
     args.opts = []
-    kwargs = mpn_kwargs_for(setup_cfg(args))
+    kwargs = vars(MPNConfig.from_cfg(setup_cfg(args)))
     assert kwargs["backbone_attention"] == "rga_s" and kwargs["backbone"] == "mobilenetv2"
     assert kwargs["input_size"] == (128, 64)
 

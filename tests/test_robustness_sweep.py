@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-import robustness_sweep
+from mpn_plugin.build import build_model
+from mpn_plugin.cli import robustness_sweep
 from mpn_plugin.evaluation.robustness import matching_part_distances, part_cosine_distances
-from mpn_plugin.train import build_model_from_cfg, build_parser, setup_cfg
+from mpn_plugin.train import build_parser, setup_cfg
 
 FAST = ["data.height", "64", "data.width", "32", "mpn.backbone", "resnet18", "mpn.dim", "64",
         "test.batch_size", "64", "data.workers", "0"]
@@ -27,7 +28,7 @@ def model_specs(tmp_path_factory):
         cfg = setup_cfg(build_parser().parse_args(["--config-file", config, *FAST,
                                                    "model.pretrained", "False"]))
         torch.manual_seed(0)
-        model = build_model_from_cfg(cfg, num_classes=16)
+        model = build_model(cfg, num_classes=16)
         path = str(out / f"{name}.pth.tar-1")
         torch.save({"state_dict": model.state_dict(), "epoch": 1}, path)
         specs.append(f"{name}={config}:{path}")

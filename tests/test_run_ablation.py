@@ -1,12 +1,13 @@
-"""tools/run_ablation.py: the frozen generator check, resumability (finished runs are not
-retrained, shared rows are trained once) and the Markdown tables (mean ± std over seeds)."""
+"""mpn_plugin.experiments.ablation (tools/run_ablation.py): the frozen generator check,
+resumability (finished runs are not retrained, shared rows are trained once) and the Markdown
+tables (mean ± std over seeds)."""
 import json
 import os
 
 import pytest
 
-import run_ablation
 from fake_training import fake_training_subprocess
+from mpn_plugin.experiments import ablation as run_ablation
 
 
 def fake_train(calls):
@@ -28,7 +29,7 @@ def fake_subprocess(tmp_path, monkeypatch):
             json.dump({"wall_time_s": 60.0, "results": {"s": {"rank1": 0.5, "mAP": 0.4}}}, f)
 
     monkeypatch.setattr(run_ablation, "prepare_data", lambda root, kind, py: str(tmp_path / kind))
-    return fake_training_subprocess(monkeypatch, run_ablation, write)
+    return fake_training_subprocess(monkeypatch, write)
 
 
 def test_resumable_and_tables(tmp_path, monkeypatch):
@@ -40,7 +41,8 @@ def test_resumable_and_tables(tmp_path, monkeypatch):
             "--out", str(tmp_path / "abl.md")]
     table = run_ablation.main(args)
     # mpn x 3 seeds + baseline x 3; prior_full and k6 reuse mpn seed 1 (no extra training)
-    assert sorted(calls) == sorted([("mpn", s) for s in (1, 2, 3)] + [("baseline", s) for s in (1, 2, 3)])
+    assert sorted(calls) == sorted([("mpn", s) for s in (1, 2, 3)]
+                                   + [("baseline", s) for s in (1, 2, 3)])
     assert "| MPN | 1,2,3 (of 3) | 42.0 ± 1.0 | 37.0 ± 1.0 | 2.0 |" in table
     assert "| Baseline | 1,2,3 (of 3) | 32.0 ± 1.0 |" in table
     assert "| mask + ROI resize (MPN) | 1 (of 1) | 41.0 | 36.0 |" in table
@@ -55,7 +57,8 @@ def test_changed_generator_is_refused(monkeypatch):
     monkeypatch.setattr(run_ablation, "FROZEN_SOURCE_SHA256", "0000000000000000")
     with pytest.raises(SystemExit, match="synthetic generator changed"):
         run_ablation.main(["--report-only"])
-    assert "frozen: NO" in run_ablation.main(["--report-only", "--allow-unfrozen", "--groups", "fig7"])
+    assert "frozen: NO" in run_ablation.main(["--report-only", "--allow-unfrozen",
+                                              "--groups", "fig7"])
 
 
 def test_ide_protocol_trains_stage_one_per_seed_and_passes_it(tmp_path, monkeypatch):
@@ -96,7 +99,16 @@ def test_ide_protocol_upper_bound_gets_an_error_free_ide(tmp_path, monkeypatch):
     table = run_ablation.main(["--log-dir", log, "--runs", "baseline_ub", "--groups", "table1",
                                "--seeds", "1", "--ide-epochs", "2"])
     ide, ub = cmds
-    assert ide[ide.index("--root") + 1] == ub[ub.index("--root") + 1] == str(tmp_path / "error_free")
+    assert ide[ide.index("--root") + 1] == ub[ub.index("--root") + 1] == str(
+        tmp_path / "error_free")
     assert ub[ub.index("mpn.init_weights") + 1] == os.path.join(
         f"{log}_ide2", "ide_error_free", "seed1", "model", "model.pth.tar-2")
     assert "| IDE on error-free boxes" in table
+
+
+def test_mpn_experiments_ablation_is_the_tool(tmp_path, monkeypatch):
+    """``mpn-experiments ablation`` takes the tool's options and gives its tables."""
+    from mpn_plugin.experiments import main
+    fake_subprocess(tmp_path, monkeypatch)
+    args = ["--log-dir", str(tmp_path / "log"), "--runs", "k1", "--groups", "fig7"]
+    assert main(["ablation", *args]) == run_ablation.main(["--report-only", *args])

@@ -1,12 +1,13 @@
-"""tools/run_real_crops.py: run plan of the two protocols (the IDE stage first and counted in
-the two-stage runs' budget), resumability, the JSON records and the table."""
+"""mpn_plugin.experiments.real_crops (tools/run_real_crops.py): run plan of the two protocols
+(the IDE stage first and counted in the two-stage runs' budget), resumability, the JSON records
+and the table."""
 import json
 import os
 
 import pytest
 
-import run_real_crops
 from fake_training import fake_training_subprocess
+from mpn_plugin.experiments import real_crops as run_real_crops
 
 
 def fake_subprocess(monkeypatch, results):
@@ -20,7 +21,7 @@ def fake_subprocess(monkeypatch, results):
                        "results": {"custom_crops_prior": {"rank1": rank1 + 0.01 * seed,
                                                           "mAP": mAP + 0.01 * seed}}}, f)
 
-    return fake_training_subprocess(monkeypatch, run_real_crops, write)
+    return fake_training_subprocess(monkeypatch, write)
 
 
 def test_plan_records_and_resume(tmp_path, monkeypatch):
@@ -122,7 +123,7 @@ def fake_probe_subprocess(monkeypatch):
                                for k, d in (("mt", 0.0), ("at_uniform", 0.02), ("concat", 0.01))}
         with open(os.path.join(save_dir, "results.json"), "w") as f:
             json.dump(res, f)
-    return fake_training_subprocess(monkeypatch, run_real_crops, write)
+    return fake_training_subprocess(monkeypatch, write)
 
 
 def test_probes_run_in_order_share_the_ide_stage_resume_and_record_every_readout(
@@ -170,3 +171,14 @@ def test_probes_run_in_order_share_the_ide_stage_resume_and_record_every_readout
 def test_bad_probe_files_are_refused_with_the_entry_and_the_fix(tmp_path, text, match):
     with pytest.raises(ValueError, match=match):
         run_real_crops.load_probes(_write_probes(tmp_path, text))
+
+
+def test_mpn_experiments_real_crops_is_the_tool(tmp_path, monkeypatch):
+    """``mpn-experiments real-crops`` takes the tool's options and gives its rows."""
+    from mpn_plugin.experiments import main
+    cmds = fake_subprocess(monkeypatch, {"mpn": (0.7, 0.7)})
+    args = ["--log-dir", str(tmp_path / "log"), "--seeds", "1", "--protocols", "imagenet",
+            "--models", "mpn"]
+    rows = main(["real-crops", *args])
+    assert len(cmds) == 1 and [(r["model"], r["mAP"]) for r in rows] == [("mpn", 71.0)]
+    assert run_real_crops.main(["--report-only", *args]) == rows

@@ -72,6 +72,13 @@ def test_a_failed_mediapipe_env_stops_the_command_with_its_output(repo, env):
     assert "mediapipe 0.10.21 has wheels" in r.stdout and "PYTEST" not in r.stdout
 
 
+def test_the_linter_runs_before_pytest(repo):
+    r = run(repo)
+    assert r.returncode == 0, r.stdout + r.stderr
+    lint, tests = r.stdout.find("PYTEST ARGS: -m ruff check ."), r.stdout.find("-m pytest")
+    assert 0 <= lint < tests, r.stdout
+
+
 def test_outside_ci_one_may_go_on_without_the_mediapipe_env(repo):
     r = run(repo, MEDIAPIPE_OK="0", MPN_ALLOW_NO_MEDIAPIPE="1")
     assert r.returncode == 0, r.stdout + r.stderr

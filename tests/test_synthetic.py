@@ -6,13 +6,17 @@ import itertools
 import os.path as osp
 
 import cv2
-import numpy as np
 import pytest
 
 from conftest import tiny_config
 from mpn_plugin import compat
-from mpn_plugin.data.synthetic import (DATASET_DIR, SyntheticConfig, generate_synthetic_dataset,
-                                       make_identities, part_differences)
+from mpn_plugin.data.synthetic import (
+    DATASET_DIR,
+    SyntheticConfig,
+    generate_synthetic_dataset,
+    make_identities,
+    part_differences,
+)
 
 
 def rows(root):

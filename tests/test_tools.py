@@ -38,9 +38,9 @@ def tree_bytes(folder):
 
 
 def test_make_synthetic_dataset_writes_a_market_layout_torchreid_reads(tmp_path, capsys):
-    import make_synthetic_dataset
-    from mpn_plugin import compat
     import mpn_plugin.data  # noqa: F401  (registers synthetic_pedestrians)
+    from mpn_plugin import compat
+    from mpn_plugin.cli import make_synthetic_dataset
     summary = make_synthetic_dataset.main(["--root", str(tmp_path / "a"), *SMALL])
     printed = capsys.readouterr().out
     assert re.search(r"config hash \w+\) in " + re.escape(str(tmp_path / "a")), printed)
@@ -72,10 +72,9 @@ def test_make_synthetic_dataset_writes_a_market_layout_torchreid_reads(tmp_path,
 
 # ------------------------------------------------------------------ visualize_priors.py
 def test_visualize_priors_draws_each_images_mask_roi_and_case(tmp_path, capsys):
-    import generate_priors
-    import make_synthetic_dataset
-    import visualize_priors
+    from mpn_plugin.cli import generate_priors, make_synthetic_dataset
     from mpn_plugin.priors import PriorCache
+    from mpn_plugin.priors import visualize as visualize_priors
     make_synthetic_dataset.main(["--root", str(tmp_path), *SMALL, "--map-failure-rate", "0.5"])
     generate_priors.main(["--dataset", NAME, "--root", str(tmp_path), "--adapter", "synthetic",
                           "--height", "128", "--width", "64", "--workers", "1",
@@ -122,8 +121,9 @@ def test_check_bn_statistics_reports_the_gap_that_precise_bn_closes(tiny_root, t
     """An untrained MPN (running statistics 0 and 1): its eval-mode features rank unlike
     those with the MT inputs' own batch statistics, and re-estimating the statistics from MT
     inputs of training batches (the remedy) brings them close (measured 0.50 -> 0.94)."""
-    import check_bn_statistics
-    from mpn_plugin.train import build_model_from_cfg, build_parser, setup_cfg
+    from mpn_plugin.benchmarks import bn_statistics_gap as check_bn_statistics
+    from mpn_plugin.build import build_model
+    from mpn_plugin.train import build_parser, setup_cfg
     fast = ["data.height", "64", "data.width", "32", "mpn.backbone", "resnet18", "mpn.dim", "32",
             "test.batch_size", "64", "data.workers", "0", "train.batch_size", "16",
             "sampler.num_instances", "4"]
@@ -131,7 +131,7 @@ def test_check_bn_statistics_reports_the_gap_that_precise_bn_closes(tiny_root, t
                                                *fast]))
     torch.manual_seed(0)
     ckpt = str(tmp_path / "model.pth.tar-1")
-    torch.save({"state_dict": build_model_from_cfg(cfg, num_classes=16).state_dict(),
+    torch.save({"state_dict": build_model(cfg, num_classes=16).state_dict(),
                 "epoch": 1}, ckpt)
     out = tmp_path / "bn.md"
     rows = check_bn_statistics.main(["--model", f"MPN=configs/mpn_synthetic.yaml:{ckpt}",
@@ -141,7 +141,7 @@ def test_check_bn_statistics_reports_the_gap_that_precise_bn_closes(tiny_root, t
     assert r["rho"] < 0.8 and r["rho_precise"] > r["rho"] + 0.2, r
     # every test-time head BN is listed, and its running mean is off the MT inputs' mean
     names = [name for name, _ in check_bn_statistics.head_bns(
-        build_model_from_cfg(cfg, num_classes=16))]
+        build_model(cfg, num_classes=16))]
     assert [name for name, _, _ in r["layers"]] == names and names
     assert all(shift > 0.1 for _, shift, _ in r["layers"]), r["layers"]
     text = out.read_text()

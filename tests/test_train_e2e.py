@@ -10,11 +10,13 @@ from mpn_plugin.train import main
 
 FAST = ["data.height", "64", "data.width", "32", "data.workers", "0", "train.batch_size", "16",
         "sampler.num_instances", "4", "test.batch_size", "64", "train.print_freq", "100",
-        "mpn.backbone", "resnet18", "mpn.dim", "128", "train.lr", "0.03", "train.warmup_epochs", "0"]
+        "mpn.backbone", "resnet18", "mpn.dim", "128", "train.lr", "0.03",
+        "train.warmup_epochs", "0"]
 
 
 def run(root, save_dir, *opts, config="configs/mpn_synthetic.yaml"):
-    return main(["--config-file", config, "--root", root, *FAST, "data.save_dir", str(save_dir), *opts])
+    return main(["--config-file", config, "--root", root, *FAST, "data.save_dir", str(save_dir),
+                 *opts])
 
 
 def loss_values(save_dir):
@@ -107,7 +109,7 @@ def test_baseline_and_ablation_rows_train_through_the_same_tool(tiny_root, tmp_p
               config="configs/ablation/baseline.yaml")
     assert set(out["loss_history"][-1]) - {"acc"} == {"loss_id_at", "loss_tri"}, out["loss_history"]
     assert out["results"]["synthetic_pedestrians"]["epoch"] == 1
-    out = run(tiny_root, tmp_path / "soft", "train.max_epoch", "1", "mpn.share_conv1", "False",
+    out = run(tiny_root, tmp_path / "soft", "train.max_epoch", "1", "mpn.sharing.conv1", "False",
               "mpn.loss.soft_sharing_layer", "conv1", "mpn.loss.soft_sharing_weight", "0.1",
               "mpn.loss.alignment", "none", config="configs/ablation/mpn_o.yaml")
     terms = out["loss_history"][-1]

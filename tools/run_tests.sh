@@ -5,7 +5,8 @@
 # 0.10.21 has wheels (Linux x86-64, Python 3.9-3.12) a failure to create it stops here with
 # the reason (MPN_ALLOW_NO_MEDIAPIPE=1 goes on without it, outside CI); elsewhere its tests
 # skip, with the reason shown. Everything installed here is required by the tests
-# (MPN_TESTS_REQUIRE): a test that would skip for want of it fails instead.
+# (MPN_TESTS_REQUIRE): a test that would skip for want of it fails instead. The linter (ruff,
+# configured in pyproject.toml) runs first: a finding fails the command.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup_env.sh
@@ -33,4 +34,5 @@ else
   echo "[tests] no mediapipe 0.10.21 wheel for $("$PYTHON" -c 'import platform, sys; print(platform.system(), platform.machine(), "Python", sys.version.split()[0])'): the mediapipe tests will skip"
 fi
 export MPN_TESTS_REQUIRE="$require"
+.venv/bin/python -m ruff check .
 exec .venv/bin/python -m pytest -q "$@"

@@ -6,20 +6,21 @@ cameras and person ids <= 1501. A manifest has no such limits: one row per image
     path,pid,camid,split          (split: train / query / gallery)
 
 with ``path`` absolute or relative to the manifest's folder (image files stay where they are,
-so a prior cache made for them is reused as is; a UTF-8 BOM, as Excel writes it, is fine). ``tools/prepare_dataset.py`` writes it from a
-folder of crops (filename pattern, regex, preset such as CUHK01, or a ``path,pid,camid`` CSV).
+so a prior cache made for them is reused as is; a UTF-8 BOM, as Excel writes it, is fine).
+``tools/prepare_dataset.py`` writes it from a folder of crops (filename pattern, regex, preset
+such as CUHK01, or a ``path,pid,camid`` CSV).
 
 The dataset is registered as ``custom_crops`` (plain) and ``custom_crops_prior`` (with the
-coarse priors MPN trains with); ``data.root`` is the folder holding ``manifest.csv`` (or its
-parent, with the manifest in ``<root>/custom_crops/``). The prior cache
-``priors_<tool>_<Hf>x<Wf>.npz`` lives beside the manifest, keyed by image path relative to the
-deepest folder holding all the images (so a parsing/mask folder mirroring the crop folder
-matches).
+coarse priors MPN trains with) by :mod:`mpn_plugin.data.prior_datasets`; ``data.root`` is the
+folder holding ``manifest.csv`` (or its parent, with the manifest in ``<root>/custom_crops/``).
+The prior cache ``priors_<tool>_<Hf>x<Wf>.npz`` lives beside the manifest, keyed by image path
+relative to the deepest folder holding all the images (so a parsing/mask folder mirroring the
+crop folder matches).
 
 Examples::
 
-    >>> datamanager = torchreid.data.ImageDataManager(root="data/my_crops",
-    ...                                               sources="custom_crops_prior", height=128, width=64)
+    >>> datamanager = torchreid.data.ImageDataManager(
+    ...     root="data/my_crops", sources="custom_crops_prior", height=128, width=64)
     >>> rows = read_manifest("data/my_crops/manifest.csv")
 """
 from __future__ import annotations
@@ -32,7 +33,7 @@ from typing import List, Tuple
 from .. import compat
 
 __all__ = ["MANIFEST_NAME", "SPLITS", "ManifestRow", "read_manifest", "write_manifest",
-           "find_manifest", "ManifestDataset", "register_manifest_datasets"]
+           "find_manifest", "ManifestDataset"]
 
 MANIFEST_NAME = "manifest.csv"
 SPLITS = ("train", "query", "gallery")
@@ -65,8 +66,8 @@ def read_manifest(path: str) -> List[ManifestRow]:
             line and the fix.
     """
     if not osp.isfile(path):
-        raise FileNotFoundError(f"manifest '{path}' does not exist: make it with "
-                                f"python tools/prepare_dataset.py ... --out {osp.dirname(path) or '.'}")
+        raise FileNotFoundError(f"manifest '{path}' does not exist: make it with python "
+                                f"tools/prepare_dataset.py ... --out {osp.dirname(path) or '.'}")
     base = osp.dirname(osp.abspath(path))
     rows = []
     with open(path, newline="", encoding="utf-8-sig") as f:  # a BOM if Excel saved it
@@ -98,7 +99,8 @@ def find_manifest(root: str, dataset_dir: str) -> str:
             return candidate
     raise FileNotFoundError(
         f"no {MANIFEST_NAME} in '{root}' or '{osp.join(root, dataset_dir)}': set data.root to the "
-        f"folder written by python tools/prepare_dataset.py --out <folder> (it holds {MANIFEST_NAME})")
+        f"folder written by python tools/prepare_dataset.py --out <folder> (it holds "
+        f"{MANIFEST_NAME})")
 
 
 def common_image_root(rows: List[ManifestRow]) -> str:
@@ -145,7 +147,8 @@ class ManifestDataset(compat.ImageDataset):
         for split, items in (("train", train), ("query", query), ("gallery", gallery)):
             if not items:
                 raise ValueError(f"manifest '{manifest}' has no {split} images: rerun "
-                                 f"tools/prepare_dataset.py (see its summary.json for what was skipped)")
+                                 f"tools/prepare_dataset.py (see its summary.json for what was "
+                                 f"skipped)")
         super().__init__(train, query, gallery, **kwargs)
 
     @property
@@ -153,21 +156,3 @@ class ManifestDataset(compat.ImageDataset):
         """The folder prior caches key this dataset's images against."""
         return self._image_root
 
-
-def register_manifest_datasets(prior_options=None) -> None:
-    """Register ``custom_crops`` and ``custom_crops_prior`` with torchreid."""
-    import dataclasses
-
-    from .prior_datasets import PriorAwareMixin
-
-    class ManifestPriorDataset(PriorAwareMixin, ManifestDataset):
-        """:class:`ManifestDataset` with MPN's coarse priors (cache beside the manifest)."""
-
-        def __init__(self, root: str = "", **kwargs):
-            super().__init__(root=root, **kwargs)
-            self._init_priors()
-
-    if prior_options is not None:
-        ManifestPriorDataset.prior_options = dataclasses.replace(prior_options)
-    compat.register_image_dataset("custom_crops", ManifestDataset, overwrite=True)
-    compat.register_image_dataset("custom_crops_prior", ManifestPriorDataset, overwrite=True)

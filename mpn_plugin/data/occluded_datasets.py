@@ -1,9 +1,12 @@
 """Occluded and partial person ReID benchmarks as torchreid image datasets (issue 16).
 
-Registered after ``import mpn_plugin`` (folders relative to ``data.root``):
+Registered, when the package is imported, by :mod:`mpn_plugin.data.prior_datasets` (folders
+relative to ``data.root``):
 
 * ``occluded_duke``: ``Occluded_Duke/{bounding_box_train,query,bounding_box_test}/*.jpg``
-  (camid = camera - 1), and ``occluded_duke_prior`` (MPN's coarse priors on its train images);
+  (camid = camera - 1), and ``occluded_duke_prior`` (MPN's coarse priors on its train images,
+  with the options of every other prior-aware dataset; cache ``priors_*.npz`` in the
+  ``Occluded_Duke`` folder, made by ``tools/generate_priors.py --dataset occluded_duke_prior``);
 * ``occluded_reid`` (test-only): query ``Occluded_REID/occluded_body_images/<pid>/*.tif``
   (camid 0), gallery ``Occluded_REID/whole_body_images/<pid>/*.tif`` (camid 1);
 * ``partial_reid`` (test-only): query ``Partial_REID/partial_body_images/*.jpg`` (camid 0),
@@ -41,19 +44,17 @@ Test-only sets have no train split: as targets (``data.sources [market1501_prior
 ``data.targets [occluded_reid]``) they build query/gallery loaders as usual; as a source
 (mode ``train``) they raise, unless ``data.combineall`` makes query + gallery the train split
 (torchreid's meaning of combineall). They have no ``*_prior`` variant: MPN needs priors only
-for training items (:class:`~mpn_plugin.data.prior_datasets.PriorAwareMixin` returns plain items
+for training items (:class:`~mpn_plugin.data.prior_mixin.PriorAwareMixin` returns plain items
 in query/gallery mode), so the plain name is the target.
 """
 from __future__ import annotations
 
-import dataclasses
 import glob
 import os.path as osp
 import re
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 from .. import compat
-from .prior_datasets import PriorAwareMixin, PriorOptions
 
 ICME = "ICME2018_Occluded-Person-Reidentification_datasets"
 DOCS = "docs/occluded_datasets.md"
@@ -113,19 +114,6 @@ class OccludedDuke(compat.submodule("data.datasets.image.dukemtmcreid").DukeMTMC
                 raise ValueError(f"dataset 'occluded_duke': no .jpg images in "
                                  f"'{osp.join(self.dataset_dir, d)}'; get them from {self.source}")
         compat.ImageDataset.__init__(self, train, query, gallery, **kwargs)
-
-
-class OccludedDukePrior(PriorAwareMixin, OccludedDuke):
-    """Occluded-Duke with MPN's coarse priors on its training images (``occluded_duke_prior``;
-    cache ``priors_*.npz`` in the ``Occluded_Duke`` folder, made by ``tools/generate_priors.py
-    --dataset occluded_duke_prior``). :func:`~mpn_plugin.data.register_prior_datasets` (which
-    ``tools/train.py`` calls with ``cfg.mpn.prior``) registers it with the options of every
-    other prior-aware dataset.
-    """
-
-    def __init__(self, root: str = "", **kwargs):
-        super().__init__(root=root, **kwargs)
-        self._init_priors()
 
 
 class QueryGalleryDataset(compat.ImageDataset):
@@ -220,15 +208,3 @@ class PartialREID(QueryGalleryDataset):
 OCCLUDED_DATASETS = {"occluded_duke": OccludedDuke, "occluded_reid": OccludedREID,
                      "partial_reid": PartialREID}
 
-
-def register_occluded_datasets(prior_options: Optional[PriorOptions] = None) -> None:
-    """Register ``occluded_duke``, ``occluded_duke_prior``, ``occluded_reid`` and
-    ``partial_reid`` with torchreid (``occluded_duke_prior`` with ``prior_options`` if given;
-    :func:`~mpn_plugin.data.register_prior_datasets` calls this with its options)."""
-    prior_cls = OccludedDukePrior
-    if prior_options is not None:
-        prior_cls = type("OccludedDukePrior", (OccludedDukePrior,), {
-            "prior_options": dataclasses.replace(prior_options),
-            "__doc__": OccludedDukePrior.__doc__})
-    for name, cls in {**OCCLUDED_DATASETS, "occluded_duke_prior": prior_cls}.items():
-        compat.register_image_dataset(name, cls, overwrite=True)

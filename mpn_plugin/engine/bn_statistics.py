@@ -1,6 +1,6 @@
 """Test-time BatchNorm statistics of MPN's heads, re-estimated from main-task inputs (Sec. 4).
 
-At test time only the main tasks (MT) run. With ``mpn.bn_sharing module`` (the authors'
+At test time only the main tasks (MT) run. With ``mpn.sharing.batchnorm module`` (the authors'
 release) the BNs of layers shared by MT and AT track running statistics of both tasks' inputs
 (GMP over the whole F for MT, over masked strips for AT), so MT is normalised at test time
 with statistics that are not its own. :func:`recompute_main_task_bn_statistics` replaces the

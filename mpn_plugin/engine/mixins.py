@@ -6,17 +6,18 @@ import inspect
 import os
 import os.path as osp
 from collections import defaultdict
+from dataclasses import asdict, fields
+from typing import Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from ..progress import progress_bar as tqdm  # throttled without a terminal
-from .. import compat
-from .. import distributed
-from ..evaluation import distance_matrix, evaluate_features, evaluate_rank
+from .. import compat, distributed
+from ..evaluation import rank_and_evaluate
 from ..evaluation.multi_query import gt_bbox_loader, multi_query_summary, pool_multi_query
+from ..progress import progress_bar as tqdm  # throttled without a terminal
 from .divergence import LossDivergenceCheck
+from .options import EngineOptions
 
 
 def amp_dtype(device_type: str, scaled: bool = True) -> torch.dtype:
@@ -27,38 +28,28 @@ def amp_dtype(device_type: str, scaled: bool = True) -> torch.dtype:
 
 class EngineMixin(compat.SafeCheckpointMixin):
     """Safe checkpoints (``scheduler=None``, ``weights_only=True`` loading), optional flip test,
-    linear lr warm-up and optional mixed precision, on top of a torchreid ``Engine`` subclass.
+    linear lr warm-up, optional mixed precision, the divergence check, periodic checkpoints and
+    the chunked evaluator, on top of a torchreid ``Engine`` subclass.
 
-    Attributes read (set by the engine's ``__init__`` or :func:`mpn_plugin.engine.build_engine`):
-        flip_test (bool): features of an image + of its horizontal flip (authors' release).
-        warmup_epochs (int): lr grows linearly from ~0 to its scheduled value over these epochs.
-        amp_train (bool): autocast the training forward (``train.amp``): bfloat16 on CPU,
-            float16 + gradient scaling on CUDA (MPN engine; torchreid's engines use bfloat16).
-        amp_test (bool): autocast feature extraction (``test.amp``); features are returned
-            as float32.
-        multi_query (str): ``test.multi_query``: ``none``, or ``mean`` / ``max`` pooling of the
-            gt_bbox/ features of each query's identity and camera (Market-1501 multi-query,
-            :mod:`mpn_plugin.evaluation.multi_query`).
-        divergence_factor (float): ``train.divergence_factor``: every iteration's losses, and
-            after every epoch the weights, go through
-            :class:`~mpn_plugin.engine.divergence.LossDivergenceCheck` (non-finite or this factor
-            above the run's start: the run stops before its next checkpoint).
-        checkpoint_freq (int): ``train.checkpoint_freq``: also save a checkpoint after every
-            N-th epoch (torchreid saves only after its evaluations and at the end); 0 = off.
-        keep_last (int): ``train.keep_last``: keep only the last N epoch checkpoints this run
-            wrote (older ones of this run are deleted; others' files are never touched);
-            0 = keep all.
+    Args:
+        *args, **kwargs: the torchreid engine's own arguments.
+        options (EngineOptions, optional): the protocol options (default: ``EngineOptions()``);
+            each becomes an attribute of the engine of the same name (``flip_test``,
+            ``warmup_epochs``, ``amp_train``, ``amp_test``, ``multi_query``,
+            ``divergence_factor``, ``checkpoint_freq``, ``keep_last``, ``precise_bn_batches``;
+            see :class:`~mpn_plugin.engine.options.EngineOptions`).
+
+    Examples::
+
+        >>> engine = SoftmaxEngine(datamanager, model, optimizer,
+        ...                        options=EngineOptions.from_cfg(cfg))
     """
 
-    flip_test = False
-    warmup_epochs = 0
-    amp_train = False
-    amp_test = False
-    multi_query = "none"
-    divergence_factor = 1000.0
-    checkpoint_freq = 0
-    keep_last = 0
     last_results: dict = {}
+
+    def __init__(self, *args, options: Optional[EngineOptions] = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.__dict__.update(asdict(options if options is not None else EngineOptions()))
 
     def run(self, *args, **kwargs):
         """torchreid's ``run``; its arguments are kept (``save_dir``, ``eval_freq``...) for the
@@ -96,12 +87,12 @@ class EngineMixin(compat.SafeCheckpointMixin):
 
     @torch.no_grad()
     def extract_features(self, input):
+        """The test-time features (:func:`mpn_plugin.models.inference_features`, with
+        ``test.flip``) under ``test.amp``, in float32."""
+        from ..models import inference_features
         model = self.unwrapped_model          # rank 0 alone: no DDP collectives at test time
         with self.autocast(self.amp_test):
-            feats = model(input).float()
-            if self.flip_test:
-                feats = feats + model(torch.flip(input, dims=[3])).float()
-        return feats
+            return inference_features(model, input, self.flip_test).float()
 
     def train(self, *args, **kwargs):
         """torchreid's epoch, plus: the epoch is passed to a distributed sampler, the
@@ -212,8 +203,9 @@ class EngineMixin(compat.SafeCheckpointMixin):
                   visrank_topk=10, save_dir="", use_metric_cuhk03=False, ranks=(1, 5, 10, 20),
                   rerank=False):
         """torchreid's evaluation protocol with the vectorised, chunked evaluator of
-        :mod:`mpn_plugin.evaluation` (identical CMC/mAP; bounded memory; no Cython needed).
-        Re-ranking and visrank use torchreid's own functions on the full distance matrix.
+        :func:`mpn_plugin.evaluation.rank_and_evaluate` (identical CMC/mAP; bounded memory; no
+        Cython needed). Re-ranking and visrank use torchreid's own functions on the full
+        distance matrix.
         With ``multi_query`` (mean / max), each query feature is replaced by the pooled raw
         features of its gt_bbox/ images (same extraction), before normalisation."""
         qf, q_pids, q_camids = self._extract(query_loader, "query")
@@ -225,27 +217,18 @@ class EngineMixin(compat.SafeCheckpointMixin):
             print(f"Multi-query ({self.multi_query} pooling): "
                   f"{multi_query_summary(q_pids, q_camids, m_pids, m_camids)}")
             qf = pool_multi_query(qf, q_pids, q_camids, mf, m_pids, m_camids, self.multi_query)
-        if normalize_feature:
-            qf, gf = F.normalize(qf, dim=1), F.normalize(gf, dim=1)
-        max_rank = max(max(ranks), 50)
-        if rerank or visrank:
-            distmat = distance_matrix(qf, gf, dist_metric).numpy()
-            if rerank:
-                print("Applying person re-ranking ...")
-                distmat = compat.utils.re_ranking(
-                    distmat, distance_matrix(qf, qf, dist_metric).numpy(),
-                    distance_matrix(gf, gf, dist_metric).numpy())
-            cmc, mAP = evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank,
-                                     use_metric_cuhk03)
-            if visrank:
-                compat.utils.visualize_ranked_results(
-                    distmat, self.datamanager.fetch_test_loaders(dataset_name),
-                    self.datamanager.data_type, width=self.datamanager.width,
-                    height=self.datamanager.height,
-                    save_dir=os.path.join(save_dir, "visrank_" + dataset_name), topk=visrank_topk)
-        else:
-            cmc, mAP = evaluate_features(qf, gf, q_pids, g_pids, q_camids, g_camids, dist_metric,
-                                         max_rank, use_metric_cuhk03=use_metric_cuhk03)
+        if rerank:
+            print("Applying person re-ranking ...")
+        cmc, mAP, distmat = rank_and_evaluate(
+            qf, gf, q_pids, g_pids, q_camids, g_camids, dist_metric, max(max(ranks), 50),
+            normalize=normalize_feature, use_metric_cuhk03=use_metric_cuhk03, rerank=rerank,
+            return_distmat=visrank)
+        if visrank:
+            compat.utils.visualize_ranked_results(
+                distmat, self.datamanager.fetch_test_loaders(dataset_name),
+                self.datamanager.data_type, width=self.datamanager.width,
+                height=self.datamanager.height,
+                save_dir=os.path.join(save_dir, "visrank_" + dataset_name), topk=visrank_topk)
         print("** Results **")
         print(f"mAP: {mAP:.1%}")
         print("CMC curve")
@@ -260,3 +243,9 @@ class EngineMixin(compat.SafeCheckpointMixin):
         if self.multi_query != "none":
             self.last_results[dataset_name]["multi_query"] = self.multi_query
         return cmc[0], mAP
+
+
+# engines made without ``__init__`` (e.g. ``__new__`` in tests) read EngineOptions' defaults
+for _option in fields(EngineOptions):
+    setattr(EngineMixin, _option.name, _option.default)
+del _option

@@ -19,8 +19,7 @@ from typing import Tuple
 import torch
 import torch.nn.functional as F
 
-__all__ = ["compute_distance_matrix", "distance_matrix", "prepare_gallery", "chunk_distances",
-           "METRICS"]
+__all__ = ["compute_distance_matrix", "prepare_gallery", "chunk_distances", "METRICS"]
 
 METRICS = ("euclidean", "cosine")
 
@@ -64,8 +63,8 @@ def compute_distance_matrix(qf: torch.Tensor, gf: torch.Tensor,
                             metric: str = "euclidean") -> torch.Tensor:
     """Full (Q, G) distance matrix, identical to torchreid's ``metrics.compute_distance_matrix``.
 
-    Use it for small problems, re-ranking or visrank; :func:`mpn_plugin.evaluation.evaluate_features`
-    never builds the full matrix.
+    Use it for small problems, re-ranking or visrank;
+    :func:`mpn_plugin.evaluation.evaluate_features` never builds the full matrix.
 
     Args:
         qf (torch.Tensor): query features (Q, D).
@@ -83,6 +82,3 @@ def compute_distance_matrix(qf: torch.Tensor, gf: torch.Tensor,
     """
     _check(qf, gf, metric)
     return chunk_distances(qf, prepare_gallery(gf, metric), metric)
-
-
-distance_matrix = compute_distance_matrix  # name used by mpn_plugin/engine/mixins.py

@@ -119,10 +119,10 @@ def gt_bbox_dir(dataset, pooling: str = "mean", dataset_name: str = "") -> str:
             f"market1501_prior, synthetic_pedestrians). Set test.multi_query none, or test "
             f"on a Market-1501 target (-t market1501_prior).")
     folder = osp.join(osp.dirname(dataset.query_dir), GT_BBOX)
-    fix = (f"Copy the gt_bbox/ folder of the Market-1501-v15.09.15 release (25,259 hand-drawn "
-           f"boxes, e.g. 0001_c1s1_001051_00.jpg) there; for the synthetic dataset regenerate it "
-           f"with python tools/make_synthetic_dataset.py --root ROOT --gt-bbox-per-id-cam 3 "
-           f"--overwrite; or set test.multi_query none.")
+    fix = ("Copy the gt_bbox/ folder of the Market-1501-v15.09.15 release (25,259 hand-drawn "
+           "boxes, e.g. 0001_c1s1_001051_00.jpg) there; for the synthetic dataset regenerate it "
+           "with python tools/make_synthetic_dataset.py --root ROOT --gt-bbox-per-id-cam 3 "
+           "--overwrite; or set test.multi_query none.")
     if not osp.isdir(folder):
         raise FileNotFoundError(f"test.multi_query={pooling} needs the folder '{folder}' (target "
                                 f"'{name}'), which does not exist. {fix}")

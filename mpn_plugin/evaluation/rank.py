@@ -2,8 +2,8 @@
 
 The PyPI torchreid ships no compiled ranking, so its ``evaluate_rank`` loops over queries in
 Python (47 s on a Market-1501-sized problem) and needs the full distance matrix, its int64
-``argsort`` and the gathered identities in memory together (~20 GB for MSMT17). Here queries are ranked a
-chunk at a time:
+``argsort`` and the gathered identities in memory together (~20 GB for MSMT17). Here queries
+are ranked a chunk at a time:
 
 1. distances of ``n`` queries to the whole gallery (n, G) (torch, on the features' device);
 2. ``np.argsort`` of the chunk, row by row the very call torchreid makes, so the ranking and
@@ -214,8 +214,9 @@ def evaluate_features(qf: torch.Tensor, gf: torch.Tensor, q_pids, g_pids, q_cami
     ``_evaluate``) without the (Q, G) matrix: memory is bounded by ``chunk_size x G`` (distances
     float32, argsort int64, gathered int32 ids, a boolean match mask: ~17 bytes per pair),
     e.g. 0.3 GB per chunk for MSMT17 (11,659 x 82,161; 1.25 GB measured in all, incl. the
-    normalised gallery copy for cosine) instead of ~20 GB. Distances are computed on ``device`` (default: the features' device,
-    CUDA included); ranking runs on CPU with ``np.argsort`` (torchreid's call: same tie order).
+    normalised gallery copy for cosine) instead of ~20 GB. Distances are computed on
+    ``device`` (default: the features' device, CUDA included); ranking runs on CPU with
+    ``np.argsort`` (torchreid's call: same tie order).
     A chunk's distances can differ from the full matrix's in the last bit (see
     :mod:`mpn_plugin.evaluation.distance`), which can only reorder gallery images closer than
     ~1e-7 in distance; with the default chunks (multiples of 64 rows) they were bit-identical

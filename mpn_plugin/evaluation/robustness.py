@@ -31,8 +31,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..progress import progress_bar as tqdm  # throttled without a terminal
 from .. import compat
+from ..progress import progress_bar as tqdm  # throttled without a terminal
 from .perturbations import MEAN_FILL, Perturbation, choose_occluder, image_seed, perturbations
 from .rank import rank_and_evaluate
 
@@ -150,7 +150,7 @@ class ReidModel:
 
     Args:
         name (str): label in the outputs.
-        model (torch.nn.Module): in eval mode (:func:`mpn_plugin.train.load_model_spec`).
+        model (torch.nn.Module): in eval mode (:func:`mpn_plugin.build.load_model_spec`).
         cfg: its config (input size, normalisation, ``test.*``).
         device (str, optional): default CUDA when available, else CPU.
 

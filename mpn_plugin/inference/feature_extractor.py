@@ -155,7 +155,7 @@ class FeatureExtractor:
                  norm_std: Optional[Sequence[float]] = None, device: Optional[str] = None,
                  batch_size: int = 64, amp: Optional[bool] = None, flip: Optional[bool] = None,
                  bgr: bool = False, num_workers: int = 0, progress: Optional[bool] = None):
-        from ..train import build_parser, load_trained_model, setup_cfg
+        from ..build import load_config, load_trained_model
 
         sources = [name for name, v in (("checkpoint", checkpoint), ("onnx", onnx),
                                         ("model", model)) if v is not None]
@@ -175,7 +175,7 @@ class FeatureExtractor:
             self.metadata.update(checkpoint=osp.abspath(checkpoint),
                                  checkpoint_sha256=sha256_of(checkpoint))
         elif config_file is not None:
-            cfg = setup_cfg(build_parser().parse_args(["--config-file", config_file, *opts]))
+            cfg = load_config(config_file, opts)
         if cfg is not None:
             self.metadata.update(config_file=osp.abspath(config_file),
                                  config_hash=hashlib.sha256(cfg.dump().encode()).hexdigest()[:16])

@@ -39,10 +39,15 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..data.manifest import read_manifest
+from ..data.prepare import (
+    IMAGE_EXTS,
+    identity_from_match,
+    images_under,
+    pattern_to_regex,
+    preset_regex,
+)
 from ..file_io import save_atomically
 from ..progress import progress_bar as tqdm  # throttled without a terminal
-from ..data.prepare import (IMAGE_EXTS, identity_from_match, images_under, pattern_to_regex,
-                             preset_regex)
 
 __all__ = ["Item", "FeatureStore", "write_feature_store", "list_images", "items_from_manifest",
            "identities_from_names", "FORMAT"]

@@ -205,7 +205,8 @@ class GalleryIndex:
             raise ValueError(f"feature store {store.path!r}: dimension {store.feature_dim}, "
                              f"the index holds {self.info['dim']}-d vectors")
         added = 0
-        todo = [i for i in range(store.num_shards) if _store_key(store, i) not in self.info["shards"]]
+        todo = [i for i in range(store.num_shards)
+                if _store_key(store, i) not in self.info["shards"]]
         for i in tqdm(todo, desc="indexing", unit="shard", disable=None if progress else True):
             feats, rows = store.shard(i)
             self.add(feats, [(r["path"], r["pid"], r["camid"]) for r in rows])

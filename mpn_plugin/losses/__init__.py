@@ -1,15 +1,24 @@
 """MPN's losses: ID (Eq. 1), cosine batch-hard triplet (Eq. 3-4), feature space alignment
-(Eq. 8 and the variants of Tables 3-4), soft parameter sharing (Fig. 10)."""
+(Eq. 8 and the variants of Tables 3-4), soft parameter sharing (Fig. 10), and their weighted
+sum, the total loss of Eq. 10 (:func:`mpn_loss_terms`)."""
 from __future__ import annotations
 
 from typing import Dict
 
 import torch
 
-from .alignment import (ALIGNMENT_LOSSES, batch_wise_alignment_loss, build_alignment_loss,
-                        class_means, class_wise_alignment_loss, sample_wise_alignment_loss,
-                        soft_sharing_penalty, triplet_features)
-from .id_loss import id_loss, part_id_loss
+from .alignment import (
+    ALIGNMENT_LOSSES,
+    batch_wise_alignment_loss,
+    build_alignment_loss,
+    class_means,
+    class_wise_alignment_loss,
+    sample_wise_alignment_loss,
+    soft_sharing_penalty,
+    triplet_features,
+)
+from .id_loss import part_id_loss
+from .total import MPNLossConfig, mpn_loss_terms
 from .triplet import cosine_batch_hard_triplet_loss, cosine_distance, pairwise_cosine_distance
 
 
@@ -24,7 +33,8 @@ def check_finite(losses: Dict[str, torch.Tensor], context: str = "") -> None:
             "(e.g. images that fail to load, empty priors).")
 
 
-__all__ = ["part_id_loss", "id_loss", "cosine_distance", "pairwise_cosine_distance",
+__all__ = ["part_id_loss", "cosine_distance", "pairwise_cosine_distance",
            "cosine_batch_hard_triplet_loss", "class_means", "class_wise_alignment_loss",
            "sample_wise_alignment_loss", "batch_wise_alignment_loss", "ALIGNMENT_LOSSES",
-           "build_alignment_loss", "triplet_features", "soft_sharing_penalty", "check_finite"]
+           "build_alignment_loss", "triplet_features", "soft_sharing_penalty", "check_finite",
+           "MPNLossConfig", "mpn_loss_terms"]

@@ -17,7 +17,8 @@ def class_means(x: torch.Tensor, targets: torch.Tensor) -> Tuple[torch.Tensor, t
     return sums / counts, labels
 
 
-def class_wise_alignment_loss(h: torch.Tensor, g: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def class_wise_alignment_loss(h: torch.Tensor, g: torch.Tensor,
+                              targets: torch.Tensor) -> torch.Tensor:
     """L_CF (Eq. 8): mean over the batch's identities of D(mean_i h, mean_i g).
 
     Args:

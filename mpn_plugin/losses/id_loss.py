@@ -45,9 +45,3 @@ def part_id_loss(logits: Logits, targets: torch.Tensor, label_smoothing: float =
                           label_smoothing=label_smoothing)
     return ce * K if reduction == "sum" else ce
 
-
-def id_loss(mt_logits: Logits, at_logits: Logits, targets: torch.Tensor,
-            label_smoothing: float = 0.0) -> torch.Tensor:
-    """The whole of Eq. 1: main-task plus auxiliary-task part ID losses."""
-    return (part_id_loss(mt_logits, targets, label_smoothing)
-            + part_id_loss(at_logits, targets, label_smoothing))

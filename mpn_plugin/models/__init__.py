@@ -15,45 +15,75 @@ Factory names (``torchreid...models.build_model(name, num_classes, loss, pretrai
 
 Extra hyper-parameters (backbone, K, switches) come from :class:`MPNConfig`: use
 :func:`build_mpn` or ``functools.partial`` since ``build_model`` passes only four arguments.
+
+One home each: a name's fixed fields (:func:`model_name_fields`, read by :func:`build_mpn` and
+:meth:`MPNConfig.from_cfg`), the feature stride (:attr:`Backbone.stride`,
+:func:`feature_stride`) and the test-time forward (:func:`inference_features`).
 """
 from __future__ import annotations
 
 import functools
 
-from .backbones import (BACKBONES, Backbone, MobileNetV2Backbone, TorchreidBackbone,
-                        build_backbone)
+from .backbones import BACKBONES, Backbone, MobileNetV2Backbone, TorchreidBackbone, build_backbone
 from .ide import IDE, build_ide
-from .mpn import MPN, MPNConfig, count_parameters
+from .mpn import (
+    BACKBONE_SUFFIXES,
+    MODEL_NAMES,
+    MPN,
+    VARIANTS,
+    MPNConfig,
+    count_parameters,
+    inference_features,
+    is_mpn_model,
+    model_name_fields,
+)
 from .part_head import SharingConfig
 from .part_maps import PRIOR_VARIANTS, part_feature_maps
 
-NO_SHARING = dict(conv1=False, conv2=False, attention=False)
-
-#: factory name -> MPNConfig overrides
-VARIANTS = {
-    "mpn": dict(use_attention=True),
-    "mpn_o": dict(use_attention=False),
-    "mpn_baseline": dict(tasks="at_only", prior_variant="uniform", use_attention=False),
-    "mpn_mt_only": dict(tasks="mt_only", use_attention=False),
-    "mpn_naive_mtl": dict(use_attention=False, sharing=SharingConfig(**NO_SHARING)),
-    "mpn_star": dict(use_attention=True, backbone_attention="rga_s"),
-}
-
-#: factory-name suffix -> backbone it fixes (``mpn_mobilenetv2`` = ``mpn`` on MobileNetV2)
-BACKBONE_SUFFIXES = {"_mobilenetv2": "mobilenetv2"}
-
-#: every MPN-family factory name -> (variant, backbone fixed by the name or None)
-MODEL_NAMES = {name: (name, None) for name in VARIANTS}
-MODEL_NAMES.update({variant + suffix: (variant, backbone) for variant in VARIANTS
-                    for suffix, backbone in BACKBONE_SUFFIXES.items()})
+#: feature stride of torchreid's own models (ResNets, OSNet, PCB...: F is (H/16, W/16)),
+#: which are not this package's backbones
+TORCHREID_STRIDE = 16
 
 #: plain softmax (IDE) models on this package's backbones, for torchreid's engines
 IDE_MODELS = {"ide_mobilenetv2": "mobilenetv2"}
 
 
+def _backbone_stride(name: str, last_stride: int) -> int:
+    # Not cached: building the backbone draws its initial weights from the global RNG, and a
+    # training run with priors asks for the stride after seeding, so a cache filled earlier
+    # (by the config check) would change the model's initial weights for the same seed.
+    return build_backbone(name, last_stride).stride
+
+
+def feature_stride(cfg) -> int:
+    """Input size / feature-map size of the config's model: the stride of its backbone
+    (:attr:`Backbone.stride`) for the MPN family, :data:`TORCHREID_STRIDE` for torchreid's own
+    models. Priors are made at F's size (``data.height // stride``), and inputs must be at
+    least this large.
+
+    Args:
+        cfg (CfgNode): a config (``model.name``, ``mpn.backbone``, ``mpn.last_stride``).
+
+    Examples::
+
+        >>> cfg = get_default_config()
+        >>> feature_stride(cfg)                      # mpn on resnet50, last_stride 1
+        16
+        >>> cfg.mpn.last_stride = 2
+        >>> feature_stride(cfg)
+        32
+    """
+    if not is_mpn_model(cfg.model.name):
+        return TORCHREID_STRIDE
+    backbone = model_name_fields(cfg.model.name).get("backbone", cfg.mpn.backbone)
+    return _backbone_stride(backbone, int(cfg.mpn.last_stride))
+
+
 def build_mpn(num_classes: int, loss: str = "triplet", pretrained: bool = False,
               use_gpu: bool = True, variant: str = "mpn", **config) -> MPN:
-    """Build an MPN variant; ``config`` overrides :class:`MPNConfig` fields.
+    """Build an MPN variant: the fields that ``variant`` fixes
+    (:func:`~mpn_plugin.models.mpn.model_name_fields`), then ``config``, which overrides
+    :class:`MPNConfig` fields.
 
     Args:
         num_classes (int): number of training identities.
@@ -71,12 +101,7 @@ def build_mpn(num_classes: int, loss: str = "triplet", pretrained: bool = False,
         >>> model = build_mpn(751, backbone='mobilenetv2', pretrained=True)
         >>> model = build_mpn(751, variant='mpn_star', backbone='resnet18', input_size=(128, 64))
     """
-    if variant not in MODEL_NAMES:
-        raise ValueError(f"unknown MPN variant '{variant}'; choose one of {sorted(MODEL_NAMES)}")
-    base, backbone = MODEL_NAMES[variant]
-    kwargs = dict(VARIANTS[base])
-    if backbone:
-        kwargs["backbone"] = backbone
+    kwargs = model_name_fields(variant)
     kwargs.update(config)
     kwargs["pretrained"] = bool(pretrained) or bool(kwargs.get("pretrained", False))
     return MPN(num_classes, MPNConfig(**kwargs), loss=loss)
@@ -92,7 +117,9 @@ def register_models() -> None:
                               overwrite=True)
 
 
-__all__ = ["MPN", "MPNConfig", "SharingConfig", "VARIANTS", "MODEL_NAMES", "IDE_MODELS",
-           "build_mpn", "register_models", "part_feature_maps", "PRIOR_VARIANTS",
-           "build_backbone", "Backbone", "TorchreidBackbone", "MobileNetV2Backbone", "BACKBONES",
-           "IDE", "build_ide", "count_parameters"]
+__all__ = ["MPN", "MPNConfig", "SharingConfig", "VARIANTS", "MODEL_NAMES", "BACKBONE_SUFFIXES",
+           "IDE_MODELS", "TORCHREID_STRIDE", "is_mpn_model", "model_name_fields",
+           "feature_stride", "inference_features", "build_mpn", "register_models",
+           "part_feature_maps", "PRIOR_VARIANTS", "build_backbone", "Backbone",
+           "TorchreidBackbone", "MobileNetV2Backbone", "BACKBONES", "IDE", "build_ide",
+           "count_parameters"]

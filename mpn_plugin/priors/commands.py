@@ -12,7 +12,8 @@ Examples::
     >>> standard_dataset_dir("/data/market1501/Market-1501-v15.09.15/bounding_box_train")
     ('/data/market1501', 'market1501_prior')
     >>> generate_priors_command("market1501_prior", "/data", 384, 128)   # doctest: +SKIP
-    'python /repo/tools/generate_priors.py --dataset market1501_prior --root /data --adapter mediapipe --height 384 --width 128'
+    'python /repo/tools/generate_priors.py --dataset market1501_prior --root /data --adapter \
+mediapipe --height 384 --width 128'
 """
 from __future__ import annotations
 

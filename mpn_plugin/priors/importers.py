@@ -80,7 +80,8 @@ class BpbreidPartMasksAdapter:
 
     Examples::
 
-        >>> adapter = BpbreidPartMasksAdapter("/data/Market-1501-v15.09.15/masks/pifpaf_maskrcnn_filtering")
+        >>> adapter = BpbreidPartMasksAdapter(
+        ...     "/data/Market-1501-v15.09.15/masks/pifpaf_maskrcnn_filtering")
         >>> mask, case, info = adapter(image_path, "bounding_box_train/0002_c1s1_000451_03.jpg")
     """
     name, version = "bpbreid_pifpaf", "1"
@@ -143,13 +144,15 @@ class KprKeypointsAdapter(KeypointsAdapter):
     target person of :func:`kpr_target_keypoints`.
 
     Args:
-        keypoints_dir (str): e.g. ``<dataset>/external_annotation/pifpaf_keypoints_pifpaf_maskrcnn_filtering``.
+        keypoints_dir (str): e.g.
+            ``<dataset>/external_annotation/pifpaf_keypoints_pifpaf_maskrcnn_filtering``.
         mask_dir (str, optional): foreground masks found by ``find_beside``.
         min_score (float): keypoint confidence threshold (KPR's ``vis_thresh``-like).
 
     Examples::
 
-        >>> adapter = KprKeypointsAdapter("/data/Occluded_Duke/external_annotation/pifpaf_keypoints")
+        >>> adapter = KprKeypointsAdapter(
+        ...     "/data/Occluded_Duke/external_annotation/pifpaf_keypoints")
         >>> mask, case, info = adapter(image_path, "bounding_box_train/0001_c2_f0046182.jpg")
     """
     name, version = "kpr_keypoints", "1"
@@ -172,7 +175,8 @@ class KprKeypointsAdapter(KeypointsAdapter):
             kp = kpr_target_keypoints(skeletons)
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"'{path}' is not a KPR keypoint file (a list of "
-                             f"{{'keypoints': [[x, y, c] * 17], 'is_target': bool}}): {exc}") from exc
+                             f"{{'keypoints': [[x, y, c] * 17], 'is_target': bool}}): "
+                             f"{exc}") from exc
         if kp is not None and kp.shape != (17, 3):
             raise ValueError(f"'{path}': the target has keypoints of shape {kp.shape}, "
                              f"COCO-17 (17, 3) expected")

@@ -85,7 +85,8 @@ class MediapipeAdapter:
         legs = any(ok(knee, "any") and ok(ankle, "foot") for knee, ankle in LEG_SIDES)
         return head, legs
 
-    def __call__(self, image_path: str, relpath: str = "") -> Tuple[Optional[np.ndarray], str, Dict]:
+    def __call__(self, image_path: str,
+                 relpath: str = "") -> Tuple[Optional[np.ndarray], str, Dict]:
         bgr = cv2.imread(image_path, cv2.IMREAD_COLOR)
         if bgr is None:
             raise ValueError(f"cannot read image '{image_path}'")
@@ -102,7 +103,8 @@ class MediapipeAdapter:
             masks.append(p.segmentation_mask)
         if not masks:
             return None, "fallback", {"masks": 0}
-        soft = np.maximum.reduce([cv2.resize(m, (W, H), interpolation=cv2.INTER_AREA) for m in masks])
+        soft = np.maximum.reduce([cv2.resize(m, (W, H), interpolation=cv2.INTER_AREA)
+                                  for m in masks])
         union = soft >= self.mask_threshold
         landmarks = p.pose_landmarks.landmark if p.pose_landmarks else None
         head, legs = self.evidence(landmarks, union)

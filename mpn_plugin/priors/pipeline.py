@@ -17,7 +17,7 @@ environment (see ``third_party/README.md``).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterable, Optional, Sequence, Tuple
 
 import cv2
@@ -124,8 +124,9 @@ class CoarsePrior:
         return cls(np.ones(feature_size, np.float32), 0.0, 1.0, "fallback")
 
 
-def feature_size_for(input_hw: Tuple[int, int], stride: int = 16) -> Tuple[int, int]:
-    """Feature-map size of a backbone with ``stride`` (16 for ResNet with last stride 1)."""
+def feature_size_for(input_hw: Tuple[int, int], stride: int) -> Tuple[int, int]:
+    """Feature-map size of a backbone with ``stride`` (its ``Backbone.stride``, e.g. 16 for
+    ResNet with last stride 1: ``mpn_plugin.models.feature_stride(cfg)``)."""
     return (input_hw[0] // stride, input_hw[1] // stride)
 
 
@@ -200,7 +201,8 @@ def fallback_reason(case: str, info: dict) -> str:
 
 
 def union_person_mask(head_present: bool, legs_present: bool,
-                      person_masks: Iterable[Optional[np.ndarray]]) -> Tuple[Optional[np.ndarray], str]:
+                      person_masks: Iterable[Optional[np.ndarray]]
+                      ) -> Tuple[Optional[np.ndarray], str]:
     """Stage 1, steps (a)-(b): the union of the tools' person masks (bool, image resolution),
     or ``(None, 'fallback')`` when the head or both legs are missing or no mask is usable."""
     if not (head_present and legs_present):

@@ -124,7 +124,7 @@ def centroid_rank_correlation(cams: torch.Tensor) -> torch.Tensor:
     on a single swapped pair. Ties get the order of the part index (``argsort`` is stable)."""
     c = vertical_centroids(cams)                                  # (B, K)
     K = c.shape[1]
-    ranks = c.argsort(dim=1, stable=True).argsort(dim=1).to(c.dtype)      # rank of each part's centroid
+    ranks = c.argsort(dim=1, stable=True).argsort(dim=1).to(c.dtype)  # each centroid's rank
     k = torch.arange(K, dtype=c.dtype, device=c.device)
     d2 = ((ranks - k) ** 2).sum(1)
     return 1 - 6 * d2 / (K * (K * K - 1))
