@@ -11,7 +11,7 @@ from mpn_plugin.engine.mixins import EngineMixin
 from mpn_plugin.export import export_onnx
 from mpn_plugin.inference import FeatureExtractor, UnreadableImageError
 from mpn_plugin.models import build_mpn
-from test_export import _trained_like
+from trained_like import trained_like
 
 H, W = 64, 32
 # Features (normalised, |x| <= ~0.25) of the same float32 network on another batch split or
@@ -26,7 +26,7 @@ def model():
     apart between these images, 0.03 with a flip); a random MobileNetV2's are the same for every
     image to 1e-7, and a wrong image, flip or preprocessing would go unseen."""
     torch.manual_seed(0)
-    return _trained_like(build_mpn(num_classes=7, backbone="resnet18", dim=64))
+    return trained_like(build_mpn(num_classes=7, backbone="resnet18", dim=64))
 
 
 @pytest.fixture(scope="module")
