@@ -182,3 +182,25 @@ def test_mpn_experiments_real_crops_is_the_tool(tmp_path, monkeypatch):
     rows = main(["real-crops", *args])
     assert len(cmds) == 1 and [(r["model"], r["mAP"]) for r in rows] == [("mpn", 71.0)]
     assert run_real_crops.main(["--report-only", *args]) == rows
+
+
+def test_a_run_finished_meanwhile_is_not_retrained(tmp_path, capsys):
+    """The to-do list is made at start; a run that another runner (or a linked run folder, the
+    IDE stage shared with the softmax model) finishes meanwhile must not be trained again."""
+    import json as _json
+
+    from mpn_plugin.experiments.runner import PlannedRun, train_missing
+    shared = tmp_path / "ide" / "seed1"
+    runs = [PlannedRun("probe", "ide", 1, str(shared), ["train"], None),
+            PlannedRun("probe", "softmax", 1, str(shared), ["train"], None)]
+    started = []
+
+    def start(run):
+        started.append(run.name)
+        shared.mkdir(parents=True, exist_ok=True)
+        (shared / "results.json").write_text(_json.dumps(
+            {"results": {"d": {"rank1": 0.5, "mAP": 0.4}}}))
+
+    train_missing(runs, start)
+    assert started == ["ide"]
+    assert "softmax seed 1: finished meanwhile" in capsys.readouterr().out

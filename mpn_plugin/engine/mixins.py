@@ -15,6 +15,7 @@ import torch
 from .. import compat, distributed
 from ..evaluation import rank_and_evaluate
 from ..evaluation.multi_query import gt_bbox_loader, multi_query_summary, pool_multi_query
+from ..models import inference_features
 from ..progress import progress_bar as tqdm  # throttled without a terminal
 from .divergence import LossDivergenceCheck
 from .options import EngineOptions
@@ -89,7 +90,6 @@ class EngineMixin(compat.SafeCheckpointMixin):
     def extract_features(self, input):
         """The test-time features (:func:`mpn_plugin.models.inference_features`, with
         ``test.flip``) under ``test.amp``, in float32."""
-        from ..models import inference_features
         model = self.unwrapped_model          # rank 0 alone: no DDP collectives at test time
         with self.autocast(self.amp_test):
             return inference_features(model, input, self.flip_test).float()

@@ -148,6 +148,12 @@ def train_missing(runs: Sequence[PlannedRun], start: Callable[[PlannedRun], None
     if max_runs:
         todo = todo[:max_runs]
     for run in progress_bar(todo, desc=desc, disable=None):  # throttled without a terminal
+        if load_results(run.save_dir) is not None:
+            # finished meanwhile (by another runner sharing the log dir, or through a linked
+            # run folder such as an IDE stage shared with the softmax model): never retrained
+            print(f"[{tag}] {run.protocol} {run.name} seed {run.seed}: finished meanwhile",
+                  flush=True)
+            continue
         t = time.time()
         start(run)
         res = load_results(run.save_dir)
