@@ -43,3 +43,32 @@ def save_atomically(write: Callable[[str], Any], fpath: str) -> str:
             os.remove(tmp)
         raise
     return fpath
+
+
+def write_text(path: str, text: str) -> str:
+    """Write ``text`` to ``path`` atomically (a killed run leaves the previous file), with the
+    permissions ``open(path, "w")`` would give it.
+
+    Examples::
+
+        >>> write_text("log/run/table.md", "| a |\\n")
+    """
+    umask = os.umask(0)
+    os.umask(umask)
+
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o666 & ~umask)
+    return save_atomically(write, path)
+
+
+def write_json(path: str, obj: Any, indent: int = 2) -> str:
+    """Write ``obj`` as JSON to ``path`` atomically (see :func:`write_text`).
+
+    Examples::
+
+        >>> write_json("log/run/results.json", {"mAP": 0.5})
+    """
+    import json
+    return write_text(path, json.dumps(obj, indent=indent))

@@ -9,7 +9,6 @@ family are built from ``cfg.mpn``; any other torchreid model name (``pcb_p6``, `
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import os.path as osp
 import sys
@@ -33,6 +32,8 @@ from .config import engine_run_kwargs
 from .data import register_prior_datasets
 from .data.image_check import check_dataset_images
 from .data.sampler_check import identity_sampler_warning
+from .environment import device_name
+from .file_io import write_json
 from .models import MPN
 
 
@@ -206,13 +207,14 @@ def _run(cfg, dist_info=None) -> dict:
     wall = round(time.time() - start, 1)
     results = {"wall_time_s": wall, "results": dict(engine.last_results),
                "loss_history": getattr(engine, "loss_history", []),
-               "world_size": dist_info[1] if dist_info else 1, "skipped_images": skipped}
+               "world_size": dist_info[1] if dist_info else 1, "skipped_images": skipped,
+               "device": device_name(use_gpu)}
     if cfg.test.extra_readouts and (not dist_info or dist_info[0] == 0):
         results["readouts"] = evaluate_readouts(engine, cfg.test.extra_readouts, run_kwargs)
     if dist_info and dist_info[0] != 0:
         return results
-    with open(osp.join(cfg.data.save_dir, "results.json"), "w") as f:
-        json.dump(results, f, indent=2)
+    # atomic: a results.json marks a finished run (the experiment runners' resume rule)
+    write_json(osp.join(cfg.data.save_dir, "results.json"), results)
     for name, r in engine.last_results.items():
         print(f"[{name}] Rank-1 {r['rank1']:.1%}  mAP {r['mAP']:.1%}  "
               f"(chance Rank-1 {r['chance_rank1']:.1%}, {r['num_query_ids']} query identities)")

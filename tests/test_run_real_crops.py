@@ -1,6 +1,7 @@
 """mpn_plugin.experiments.real_crops (tools/run_real_crops.py): run plan of the two protocols
 (the IDE stage first and counted in the two-stage runs' budget), resumability, the JSON records
 and the table."""
+import glob
 import json
 import os
 
@@ -204,3 +205,91 @@ def test_a_run_finished_meanwhile_is_not_retrained(tmp_path, capsys):
     train_missing(runs, start)
     assert started == ["ide"]
     assert "softmax seed 1: finished meanwhile" in capsys.readouterr().out
+
+
+def test_opts_reach_every_run_the_ide_stage_included_before_the_probes_own(tmp_path, monkeypatch):
+    cmds = fake_probe_subprocess(monkeypatch)
+    probes = _write_probes(tmp_path, """
+- {name: paper, model: mpn_paper_protocol, ide: true, opts: [data.height, "384"]}
+""")
+    args = ["--probes", probes, "--seeds", "1", "--log-dir", str(tmp_path / "log"),
+            "--opts", "data.height", "256", "data.width", "128"]
+    run_real_crops.main(args)
+    assert [c[c.index("data.save_dir") + 1].split(os.sep)[-2] for c in cmds] == ["ide", "paper"]
+    for cmd in cmds:
+        i = cmd.index("data.width")
+        assert cmd[i - 2:i + 2] == ["data.height", "256", "data.width", "128"]
+    paper = cmds[1]
+    assert paper.index("384") > paper.index("128")      # the probe's own override comes last
+    with pytest.raises(ValueError, match="KEY VALUE pairs"):
+        run_real_crops.main([*args, "data.height"])
+
+
+def test_finished_runs_of_another_command_are_refused_not_reused(tmp_path, monkeypatch, capsys):
+    """A --log-dir holding runs of other overrides (here a shorter schedule) must not pass
+    those results off as this command's: training refuses, --report-only warns."""
+    cmds = fake_subprocess(monkeypatch, {"mpn": (0.7, 0.7)})
+    base = ["--log-dir", str(tmp_path / "log"), "--seeds", "1", "--protocols", "imagenet",
+            "--models", "mpn"]
+    run_real_crops.main(base)
+    assert len(cmds) == 1
+    with pytest.raises(ValueError, match="another --log-dir.*nothing was trained"):
+        run_real_crops.main([*base, "--opts", "train.max_epoch", "2"])
+    assert len(cmds) == 1
+    rows = run_real_crops.main([*base, "--opts", "train.max_epoch", "2", "--report-only"])
+    assert "warning" in capsys.readouterr().out and len(rows) == 1
+    run_real_crops.main([*base, "--opts", "train.max_epoch", "6"])   # the config's own value
+    assert len(cmds) == 1                                            # same run: reused
+
+
+def test_changed_runs_compare_the_resolved_config_not_the_spelling(tmp_path):
+    from mpn_plugin.experiments.runner import PlannedRun, changed_runs, train_command
+    run_dir = tmp_path / "softmax" / "seed1"
+    run_dir.mkdir(parents=True)
+    (run_dir / "results.json").write_text("{}")
+    config = "configs/cuhk01/softmax_mobilenetv2.yaml"           # max_epoch 10 in the file
+    planned = PlannedRun("probe", "ide", 1, str(run_dir),
+                         train_command(config, 1, str(run_dir), opts=["train.max_epoch", "10"]))
+
+    def started(*opts, save_dir="log/elsewhere/softmax/seed1"):
+        import shlex
+        (run_dir / "command.txt").write_text(shlex.join(
+            ["/other/python", *train_command(config, 1, save_dir, opts=list(opts))[1:]]))
+        return changed_runs([planned])
+
+    assert started() == []                                  # 10 from the file = 10 on the line
+    assert started("train.max_epoch", "10") == []
+    assert len(started("train.max_epoch", "9")) == 1
+    assert len(started("train.lr", "0.1")) == 1
+
+
+def test_rows_name_the_device_their_run_was_measured_on(tmp_path):
+    from mpn_plugin.experiments.runner import PlannedRun, record
+    run_dir = tmp_path / "mpn" / "seed1"
+    run_dir.mkdir(parents=True)
+    res = {"wall_time_s": 60.0, "loss_history": [{}], "device": "NVIDIA H200 (GPU)",
+           "results": {"cuhk01": {"rank1": 0.5, "mAP": 0.4}}}
+    (run_dir / "results.json").write_text(json.dumps(res))
+    row, = record([PlannedRun("probe", "mpn", 1, str(run_dir), ["python", "tools/train.py"])],
+                  "cuhk01")
+    assert row["device"] == "NVIDIA H200 (GPU)" and row["mAP"] == 40.0
+
+
+@pytest.mark.parametrize("path", sorted(
+    glob.glob(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           "configs", "probes", "*.yaml"))), ids=os.path.basename)
+def test_every_shipped_probe_list_loads_and_each_run_has_a_valid_config(path, tmp_path):
+    """A wrong key in a probe list would only fail hours into a sweep: every planned run's
+    config (file, the stage-1 checkpoint options, the probe's overrides) must load here."""
+    from mpn_plugin.build import load_config
+    from mpn_plugin.experiments.runner import ROOT
+    args = run_real_crops.build_parser().parse_args(
+        ["--probes", path, "--seeds", "1", "--log-dir", str(tmp_path), "--ide-epochs", "10"])
+    runs = run_real_crops.probe_plan(args, run_real_crops.load_probes(path))
+    assert runs
+    for run in runs:
+        cmd = run.command
+        config = os.path.join(ROOT, cmd[cmd.index("--config-file") + 1])
+        opts = cmd[cmd.index("data.save_dir") + 2:]
+        cfg = load_config(config, opts)                 # raises on a wrong key or value
+        assert cfg.mpn.init_weights.endswith("model.pth.tar-10") == (run.stage1_dir is not None)

@@ -215,6 +215,8 @@ def test_run_demo_script_end_to_end_on_tiny_data(tmp_path):
     results = json.load(open(tmp_path / "log" / "results.json"))
     res = results["results"][NAME]
     assert res["epoch"] == 1 and res["num_query_ids"] == 3
+    from mpn_plugin.environment import device_name
+    assert results["device"] == device_name(torch.cuda.is_available())   # where it was measured
     printed = re.search(rf"\[{NAME}\] Rank-1 ([\d.]+)%  mAP ([\d.]+)%", r.stdout)
     assert printed, r.stdout[-2000:]
     assert float(printed.group(1)) == pytest.approx(100 * res["rank1"], abs=0.06)

@@ -49,6 +49,7 @@ import time
 
 from .. import progress
 from ..environment import TORCH_AVAILABLE
+from ..file_io import write_json
 from ..priors import adapters, commands, importers, pipeline
 from ..priors import cache as cache_mod
 
@@ -128,9 +129,8 @@ def list_images(args):
 
 def write_file_list(path, image_root, items, cache_dir, command=""):
     """Save a listing of :func:`list_images` as JSON (read back by ``--file-list``)."""
-    with open(path, "w") as f:
-        json.dump({"image_root": image_root, "cache_dir": cache_dir, "command": command,
-                   "items": [list(i) for i in items]}, f)
+    write_json(path, {"image_root": image_root, "cache_dir": cache_dir, "command": command,
+                      "items": [list(i) for i in items]}, indent=None)
 
 
 def read_file_list(path):

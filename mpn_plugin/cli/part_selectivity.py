@@ -27,7 +27,6 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import os.path as osp
 import shlex
@@ -42,6 +41,7 @@ import torch
 from ..build import load_model_spec
 from ..evaluation.part_selectivity import feature_saturation, part_selectivity, trunk_features
 from ..evaluation.robustness import ReidModel, load_split
+from ..file_io import write_json, write_text
 
 
 def trunk_scores(m: ReidModel, query, gallery):
@@ -160,10 +160,8 @@ def main(argv=None):
     print(text)
     if args.out_dir:
         os.makedirs(args.out_dir, exist_ok=True)
-        with open(osp.join(args.out_dir, "part_selectivity.md"), "w") as f:
-            f.write(text)
-        with open(osp.join(args.out_dir, "part_selectivity.json"), "w") as f:
-            json.dump(rows, f, indent=1)
+        write_text(osp.join(args.out_dir, "part_selectivity.md"), text)
+        write_json(osp.join(args.out_dir, "part_selectivity.json"), rows, indent=1)
         figure(rows, osp.join(args.out_dir, "part_selectivity.png"))
     return rows
 

@@ -35,7 +35,6 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import os.path as osp
 
@@ -49,6 +48,7 @@ import torch
 from ..build import load_model_spec
 from ..evaluation.perturbations import MEAN_FILL, perturbations
 from ..evaluation.robustness import ReidModel, explain_pair, load_split, run_sweep, summary_markdown
+from ..file_io import write_json, write_text
 
 
 def parse_levels(items, registry):
@@ -229,8 +229,7 @@ def _run(a):
         record = {k: v for k, v in expl.items() if k != "images"}
         record["dataset"] = dataset
         record["skipped"] = [m.name for m in models if m.name not in expl["models"]]
-        with open(stem + ".json", "w") as f:
-            json.dump(record, f, indent=2)
+        write_json(stem + ".json", record)
         for name, row in expl["models"].items():
             print(f"{name}: per-part cosine distances "
                   + " ".join(f"{v:.3f}" for v in row["clean"])
@@ -254,14 +253,12 @@ def _run(a):
         models={s.split("=", 1)[0]: s.split("=", 1)[1] for s in a.model}, opts=a.opts,
         perturbed="query only; gallery clean", part_distances="mean over matching pairs "
         "(same identity, other camera) of 1 - cos(q_k, g_k), k = 1 at the top")
-    with open(osp.join(a.out_dir, "robustness.json"), "w") as f:
-        json.dump(results, f, indent=2)
+    write_json(osp.join(a.out_dir, "robustness.json"), results)
     plot_sweep(results, registry, a.out_dir)
     plot_part_distances(results, registry, a.out_dir)
     text = (f"Robustness sweep on {dataset}: {len(query)} queries perturbed, {len(gallery)} "
             f"gallery images clean, seed {a.seed}.\n\n" + summary_markdown(results, registry))
-    with open(osp.join(a.out_dir, "robustness.md"), "w") as f:
-        f.write(text)
+    write_text(osp.join(a.out_dir, "robustness.md"), text)
     print(text)
     return results
 

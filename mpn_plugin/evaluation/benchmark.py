@@ -29,6 +29,9 @@ import subprocess
 import sys
 import time
 
+from ..environment import cpu_model
+from ..file_io import write_text
+
 
 def noise_scale(dim):
     """Noise / identity-centre scale that puts the same-identity cosine similarity
@@ -107,16 +110,9 @@ def torchreid_peak_gb(Q, G, dist_bytes=4):
 
 
 def hardware():
-    model = "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(line.split(":", 1)[1].strip() for line in f
-                         if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
     import numpy
     import torch
-    return (f"{os.cpu_count()} CPU cores ({model}), no GPU used; Python "
+    return (f"{os.cpu_count()} CPU cores ({cpu_model()}), no GPU used; Python "
             f"{platform.python_version()}, numpy {numpy.__version__}, torch {torch.__version__}")
 
 
@@ -183,8 +179,7 @@ def main(argv=None):
     text = "\n".join(lines)
     print(text)
     if a.out:
-        with open(a.out, "w") as f:
-            f.write(text + "\n")
+        write_text(a.out, text + "\n")
     if not (same(res["ours_features"]) and same(res["ours_rank"])):
         sys.exit("results differ from torchreid's")
 

@@ -55,6 +55,7 @@ from typing import Dict, List, Optional
 
 from .runner import (
     PlannedRun,
+    changed_runs,
     last_checkpoint,
     mean_std,
     merge,
@@ -84,7 +85,7 @@ def command(args, model: str, seed: int, save_dir: str, extra=()) -> List[str]:
     model but the softmax one reports every readout; ``extra``: overrides that come last."""
     readouts = READOUT_OPTS if model != "softmax" else []
     return train_command(osp.join(args.config_dir, MODELS[model]), seed, save_dir,
-                         root=args.root, opts=[*readouts, *extra])
+                         root=args.root, opts=[*readouts, *args.opts, *extra])
 
 
 def ide_run(args, seed: int, ide_dir: str, protocol: str) -> PlannedRun:
@@ -232,6 +233,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--two-stage-epochs", nargs="+", default=["baseline=4", "mpn=3"],
                    help="model=epochs of stage 2 (the IDE epochs come on top)")
     p.add_argument("--log-dir", default="log/real_crops")
+    p.add_argument("--opts", nargs="+", default=[], metavar="KEY VALUE",
+                   help="config overrides of every run, the IDE stage included (image size, "
+                   "schedule), before each probe's own")
     p.add_argument("--max-runs", type=int, default=0, help="stop after this many new runs")
     p.add_argument("--report-only", action="store_true")
     p.add_argument("--probes", default="", help="YAML/JSON list of config changes to run "
@@ -255,12 +259,25 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args, argv: Optional[List[str]] = None) -> List[Dict]:
     """Train the missing runs of ``args`` (unless ``--report-only``), merge the finished ones
     into ``--out``, print (and write ``--table``) their table; returns the rows."""
+    if len(args.opts) % 2:
+        raise ValueError(f"--opts {' '.join(args.opts)}: expected KEY VALUE pairs")
     two_stage_epochs = {k: int(v) for k, v in (s.split("=") for s in args.two_stage_epochs)}
     args.two_stage_epochs = {**{model: 0 for model in MODELS}, **two_stage_epochs}
     if args.probes:
         runs, tabulate = probe_plan(args, load_probes(args.probes)), probe_table
     else:
         runs, tabulate = plan(args), table
+    changed = changed_runs(runs)
+    if changed:
+        listing = "\n".join(f"  {run.save_dir}: started with {was}" for run, was in changed[:5])
+        more = f"\n  (and {len(changed) - 5} more)" if len(changed) > 5 else ""
+        message = (f"{len(changed)} finished run(s) in --log-dir {args.log_dir} were started "
+                   f"with another command than this one plans:\n{listing}{more}\n")
+        if not args.report_only:
+            raise ValueError(message + "Their results would be reused as if they were this "
+                             "command's. Pass another --log-dir (e.g. one per --opts), or move "
+                             "those folders away; nothing was trained or written.")
+        print("[real crops] warning: " + message + "their rows are tabulated as recorded.")
     if not args.report_only:
         train_missing(runs, lambda r: run_training(r.command, r.save_dir,
                                                    f"[real crops] {shlex.join(r.command)}"),

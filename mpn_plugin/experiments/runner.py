@@ -18,14 +18,14 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from ..file_io import save_atomically
+from ..file_io import write_text  # noqa: F401  (re-exported: runner.write_text)
 from ..progress import progress_bar
 
 __all__ = ["ROOT", "PlannedRun", "train_command", "last_checkpoint", "run_training",
-           "started_with", "load_results", "headline", "readout_scores", "train_missing",
-           "record", "merge", "write_text", "mean_std"]
+           "started_with", "changed_runs", "load_results", "headline", "readout_scores",
+           "train_missing", "record", "merge", "write_text", "mean_std"]
 
 #: The repository root: the working directory of every training (configs and data paths in
 #: the commands are relative to it).
@@ -102,6 +102,51 @@ def started_with(cmd: Sequence[str], save_dir: str) -> str:
         with open(path) as f:
             return f.read().strip()
     return shlex.join(cmd)
+
+
+def changed_runs(runs: Sequence[PlannedRun]) -> List[Tuple[PlannedRun, str]]:
+    """The finished runs of ``runs`` whose ``command.txt`` differs from the planned command
+    (the interpreter aside), with the command they were started with: their results answer
+    another question (other overrides, image size, schedule) and must not be reused silently.
+
+    Examples::
+
+        >>> for run, was in changed_runs(plan):
+        ...     print(run.save_dir, was)
+    """
+    changed = []
+    for run in runs:
+        path = osp.join(run.save_dir, "command.txt")
+        if load_results(run.save_dir) is None or not osp.isfile(path):
+            continue
+        with open(path) as f:
+            was = f.read().strip()
+        if _what_it_trains(shlex.split(was)) != _what_it_trains(run.command):
+            changed.append((run, was))
+    return changed
+
+
+def _what_it_trains(cmd: Sequence[str]):
+    """What a ``tools/train.py`` command trains: its complete config (defaults, file, ``--root``
+    and overrides resolved, so a value set on the command line equals the same value in the
+    file) without the run's own folder (``data.save_dir``) and with a stage-1 checkpoint
+    (``mpn.init_weights``) named by ``<run>/seed<k>/model/<file>`` alone. A command whose
+    config no longer loads (a key renamed since) is compared by its arguments."""
+    args = list(cmd[1:])
+    try:
+        from ..train import build_parser, setup_cfg
+        ns = build_parser().parse_args(args[1:] if args[:1] == ["tools/train.py"] else args)
+        if ns.config_file and not osp.isabs(ns.config_file):
+            ns.config_file = osp.join(ROOT, ns.config_file)
+        cfg = setup_cfg(ns)
+    except Exception:                     # noqa: BLE001  (any failure: compare the arguments)
+        return [a for i, a in enumerate(args)
+                if a != "data.save_dir" and (i == 0 or args[i - 1] != "data.save_dir")]
+    cfg.defrost()
+    cfg.data.save_dir = ""
+    if cfg.mpn.init_weights:
+        cfg.mpn.init_weights = "/".join(osp.normpath(cfg.mpn.init_weights).split(os.sep)[-4:])
+    return cfg.dump()
 
 
 def load_results(save_dir: str) -> Optional[dict]:
@@ -192,6 +237,8 @@ def record(runs: Sequence[PlannedRun], dataset: str, include_ide: bool = False) 
                      "seed": run.seed, "rank1": round(100 * r["rank1"], 2),
                      "mAP": round(100 * r["mAP"], 2), "epochs": epochs,
                      "wall_s": round(wall, 1), "command": full_cmd, **readout_scores(res)})
+        if "device" in res:                     # results.json of runs since 2026-12-07
+            rows[-1]["device"] = res["device"]
     return rows
 
 
@@ -219,19 +266,6 @@ def merge(path: str, rows: List[Dict]) -> List[Dict]:
     new = {(r["dataset"], r["model"], r["protocol"], r["seed"]): r for r in rows}
     merged = [new.pop(k, r) for k, r in zip(keys, kept)]
     return merged + list(new.values())
-
-
-def write_text(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (a killed run leaves the previous file), with the
-    permissions ``open(path, "w")`` would give it."""
-    umask = os.umask(0)
-    os.umask(umask)
-
-    def write(tmp):
-        with open(tmp, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o666 & ~umask)
-    save_atomically(write, path)
 
 
 def mean_std(values: Sequence[float], empty: str = "-") -> str:

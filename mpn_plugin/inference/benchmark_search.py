@@ -33,6 +33,7 @@ import time
 
 import numpy as np
 
+from ..file_io import write_json, write_text
 from ..progress import progress_bar as tqdm  # throttled in logs
 from .feature_store import FeatureStore
 from .gallery_index import GalleryIndex, default_nlist, index_factory_string, search_sharded
@@ -226,10 +227,8 @@ def main(argv=None) -> dict:
         gallery = PerturbedGallery(seeds, args.merge_size, args.sigma, args.seed)
         report["merge_check"] = merge_check(gallery, gallery.queries(args.queries)[0], args.topk)
         print("[benchmark] two-shard merge check:", json.dumps(report["merge_check"]))
-    with open(osp.join(args.out, "benchmark.json"), "w") as f:
-        json.dump(report, f, indent=2)
-    with open(osp.join(args.out, "benchmark.md"), "w") as f:
-        f.write(markdown(rows, method))
+    write_json(osp.join(args.out, "benchmark.json"), report)
+    write_text(osp.join(args.out, "benchmark.md"), markdown(rows, method))
     print(f"[benchmark] wrote {osp.join(args.out, 'benchmark.md')} and benchmark.json")
     return report
 

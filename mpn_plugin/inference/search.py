@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import os.path as osp
 
 import numpy as np
 
+from ..file_io import save_atomically, write_json
 from .extract import add_image_arguments, add_model_arguments, build_extractor, collect_items
 from .feature_store import FeatureStore
 from .gallery_index import (
@@ -103,15 +103,19 @@ def run_query(args) -> dict:
     feats, rows = query_features(args, indexes)
     scores, ids, items = search_sharded(indexes, feats, args.topk)
     os.makedirs(args.out, exist_ok=True)
-    with open(osp.join(args.out, "results.csv"), "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(("query", "query_pid", "rank", "gallery", "gallery_pid", "gallery_camid",
-                    "score"))
-        for qi, row in enumerate(rows):
-            for r, (gid, s) in enumerate(zip(ids[qi], scores[qi])):
-                if gid >= 0:
-                    g = items[gid]
-                    w.writerow((row["path"], row["pid"], r + 1, g[0], g[1], g[2], f"{s:.6f}"))
+
+    def write_csv(tmp):
+        with open(tmp, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(("query", "query_pid", "rank", "gallery", "gallery_pid", "gallery_camid",
+                        "score"))
+            for qi, row in enumerate(rows):
+                for r, (gid, s) in enumerate(zip(ids[qi], scores[qi])):
+                    if gid >= 0:
+                        g = items[gid]
+                        w.writerow((row["path"], row["pid"], r + 1, g[0], g[1], g[2],
+                                    f"{s:.6f}"))
+    save_atomically(write_csv, osp.join(args.out, "results.csv"))
     summary = {"num_queries": len(rows), "gallery_size": len(items), "topk": args.topk,
                "indexes": [dict(path=p, factory=i.info["factory"], ntotal=i.ntotal)
                            for p, i in zip(args.index, indexes)]}
@@ -136,8 +140,7 @@ def run_query(args) -> dict:
                                 width=args.vis_width, height=args.vis_height)
         summary["visrank_dir"] = vis_dir
         print(f"[search] {len(rows)} ranked-result figures in {vis_dir}")
-    with open(osp.join(args.out, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
+    write_json(osp.join(args.out, "summary.json"), summary)
     print(f"[search] top-{args.topk} of {len(rows)} queries in {osp.join(args.out, 'results.csv')}")
     return summary
 

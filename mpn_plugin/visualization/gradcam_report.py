@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import json
 import os
 import os.path as osp
 
@@ -24,6 +23,7 @@ import torch
 
 from .. import compat
 from ..build import load_model_spec
+from ..file_io import write_json
 from ..progress import progress_bar as tqdm  # throttled without a terminal
 from .gradcam import centroid_rank_correlation, centroids_ordered, part_gradcam, vertical_centroids
 
@@ -162,8 +162,7 @@ def main(argv=None):
     report["_protocol"] = {"split": a.split if not a.images else "files",
                            "true_class": a.true_class, "method": a.method,
                            "shift": a.shift, "tolerance": a.tolerance, "seed": a.seed}
-    with open(osp.join(a.out_dir, "centroids.json"), "w") as f:
-        json.dump(report, f, indent=2)
+    write_json(osp.join(a.out_dir, "centroids.json"), report)
     print(f"| model | images | K centroids top-to-bottom (tol. {a.tolerance:g}) "
           f"| same after box shift | Spearman(k, centroid) | maps follow a {a.shift:g} shift |")
     print("|---|---|---|---|---|---|")
