@@ -293,3 +293,21 @@ def test_every_shipped_probe_list_loads_and_each_run_has_a_valid_config(path, tm
         opts = cmd[cmd.index("data.save_dir") + 2:]
         cfg = load_config(config, opts)                 # raises on a wrong key or value
         assert cfg.mpn.init_weights.endswith("model.pth.tar-10") == (run.stage1_dir is not None)
+
+
+def test_baseline_paper_protocol_config_is_the_baseline_probe_of_the_paper_protocol():
+    """configs/cuhk01/baseline_paper_protocol.yaml trains what the probe rows
+    ``baseline_paper_protocol`` (mpn_paper_protocol.yaml + the Baseline's options) measured."""
+    from mpn_plugin.build import load_config
+    from mpn_plugin.experiments.runner import ROOT
+
+    def resolved(name, opts=()):
+        cfg = load_config(os.path.join(ROOT, "configs", "cuhk01", name), list(opts))
+        cfg.defrost()
+        cfg.data.save_dir = ""
+        return cfg.dump()
+    probe = ["mpn.tasks", "at_only", "mpn.prior_variant", "uniform", "mpn.use_attention",
+             "False", "mpn.loss.alignment", "none"]
+    assert resolved("baseline_paper_protocol.yaml") == resolved("mpn_paper_protocol.yaml", probe)
+    assert resolved("baseline_paper_protocol.yaml") != resolved("mpn_paper_protocol.yaml")
+    assert run_real_crops.MODELS["baseline_paper_protocol"] == "baseline_paper_protocol.yaml"

@@ -70,12 +70,13 @@ from .runner import (
 READOUT_OPTS = ["test.extra_readouts", "['mt', 'at_uniform', 'concat']"]
 
 #: model name -> config file name in --config-dir: the one recipe of each model, the same on
-#: every dataset (``mpn_paper_protocol``: stage 2 of the paper's protocol, for probes with
-#: ``ide: true``; not a default). The Baseline's CUHK01-best recipe (``baseline_plain``: no
-#: staged lr, no neck) is gone: its ID loss stayed at chance for 5 of 9 epochs on a held-out
-#: set (issue 29); rows of it in old JSON files are still tabulated.
+#: every dataset (``mpn_paper_protocol`` / ``baseline_paper_protocol``: stage 2 of the paper's
+#: protocol, for probes with ``ide: true``; not defaults). The Baseline's CUHK01-best recipe
+#: (``baseline_plain``: no staged lr, no neck) is gone: its ID loss stayed at chance for 5 of 9
+#: epochs on a held-out set (issue 29); rows of it in old JSON files are still tabulated.
 MODELS = {"softmax": "softmax_mobilenetv2.yaml", "baseline": "baseline_mobilenetv2.yaml",
-          "mpn": "mpn_mobilenetv2.yaml", "mpn_paper_protocol": "mpn_paper_protocol.yaml"}
+          "mpn": "mpn_mobilenetv2.yaml", "mpn_paper_protocol": "mpn_paper_protocol.yaml",
+          "baseline_paper_protocol": "baseline_paper_protocol.yaml"}
 DEFAULT_MODELS = ["softmax", "baseline", "mpn"]
 PROTOCOLS = ("imagenet", "two_stage")
 
