@@ -54,7 +54,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import statistics
 import time
@@ -68,6 +67,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .. import compat
 from ..engine.mixins import amp_dtype
+from ..environment import cpu_model
 from ..losses import mpn_loss_terms
 from ..models import IDE_MODELS, MODEL_NAMES, MPN, MPNConfig, build_ide, build_mpn, count_parameters
 
@@ -164,15 +164,12 @@ def train_loss(model: nn.Module, x: torch.Tensor, pids: torch.Tensor,
 def machine_facts(device: torch.device) -> dict:
     """What decides the timings besides the models: CPU model and flags, threads, the BLAS and
     oneDNN torch was built with and uses, the kernels' CPU capability."""
-    cpu, flags = platform.processor() or platform.machine(), set()
+    cpu, flags = cpu_model(), set()
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
                 key, _, value = line.partition(":")
-                if key.strip() == "model name" and cpu in ("", platform.processor(),
-                                                           platform.machine()):
-                    cpu = value.strip()
-                elif key.strip() == "flags":
+                if key.strip() == "flags":
                     flags = set(value.split())
                     break
     except OSError:                # not Linux: the flags stay unknown (None)

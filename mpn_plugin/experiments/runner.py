@@ -105,9 +105,10 @@ def started_with(cmd: Sequence[str], save_dir: str) -> str:
 
 
 def changed_runs(runs: Sequence[PlannedRun]) -> List[Tuple[PlannedRun, str]]:
-    """The finished runs of ``runs`` whose ``command.txt`` differs from the planned command
-    (the interpreter aside), with the command they were started with: their results answer
-    another question (other overrides, image size, schedule) and must not be reused silently.
+    """The finished runs of ``runs`` whose ``command.txt`` trains something else than the
+    planned command (compared by the resolved config, see :func:`_what_it_trains`), with the
+    command they were started with: their results answer another question (other overrides,
+    image size, schedule) and must not be reused silently.
 
     Examples::
 
@@ -236,9 +237,8 @@ def record(runs: Sequence[PlannedRun], dataset: str, include_ide: bool = False) 
         rows.append({"dataset": dataset, "model": run.name, "protocol": run.protocol,
                      "seed": run.seed, "rank1": round(100 * r["rank1"], 2),
                      "mAP": round(100 * r["mAP"], 2), "epochs": epochs,
-                     "wall_s": round(wall, 1), "command": full_cmd, **readout_scores(res)})
-        if "device" in res:                     # results.json of runs since 2026-12-07
-            rows[-1]["device"] = res["device"]
+                     "wall_s": round(wall, 1), "command": full_cmd, **readout_scores(res),
+                     **({"device": res["device"]} if "device" in res else {})})
     return rows
 
 
