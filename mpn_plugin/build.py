@@ -51,7 +51,7 @@ __all__ = ["load_config", "build_model", "uses_priors", "build_prior_options",
 
 def load_config(config_file: str = "", opts: Sequence[str] = (), root: str = "",
                 sources: Optional[Sequence[str]] = None,
-                targets: Optional[Sequence[str]] = None):
+                targets: Optional[Sequence[str]] = None, check: bool = True):
     """The defaults (:func:`~mpn_plugin.config.get_default_config`), then ``config_file``,
     ``root``, ``sources``, ``targets`` and ``opts``, checked
     (:func:`~mpn_plugin.config.check_config`) and frozen.
@@ -62,6 +62,8 @@ def load_config(config_file: str = "", opts: Sequence[str] = (), root: str = "",
             a dataset list on a command line, is skipped).
         root (str): ``data.root`` ('' = keep the config's).
         sources, targets (sequence of str, optional): ``data.sources`` / ``data.targets``.
+        check (bool): run the value checks (they build the backbone once to measure its
+            stride); False only to compare configs, never to train from one.
 
     Examples::
 
@@ -83,7 +85,8 @@ def load_config(config_file: str = "", opts: Sequence[str] = (), root: str = "",
         opts = opts[1:]
     if opts:
         cfg.merge_from_list(opts)
-    check_config(cfg)
+    if check:
+        check_config(cfg)
     cfg.freeze()
     return cfg
 

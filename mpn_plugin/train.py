@@ -51,11 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def setup_cfg(args: argparse.Namespace):
+def setup_cfg(args: argparse.Namespace, check: bool = True):
     """The frozen config of parsed command-line arguments (:func:`build_parser`), through
-    :func:`mpn_plugin.build.load_config`."""
+    :func:`mpn_plugin.build.load_config` (``check``: its value checks)."""
     return load_config(args.config_file, args.opts or (), root=args.root, sources=args.sources,
-                       targets=args.targets)
+                       targets=args.targets, check=check)
 
 
 def main(argv: Optional[List[str]] = None) -> dict:

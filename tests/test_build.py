@@ -19,6 +19,17 @@ def test_load_config_equals_the_command_lines_config():
         load_config(CONFIG, ["mpn.no_such_key", "1"])
 
 
+def test_unchecked_config_is_the_same_config_without_the_value_checks():
+    """check=False (comparing configs of finished runs) resolves the same values and skips
+    only the value checks: an input smaller than the stride loads, and is refused checked."""
+    opts = ["mpn.num_parts", "4"]
+    assert load_config(CONFIG, opts, check=False).dump() == load_config(CONFIG, opts).dump()
+    small = ["data.height", "8", "data.width", "8"]
+    assert load_config(CONFIG, small, check=False).data.height == 8
+    with pytest.raises(ValueError, match="data.height"):
+        load_config(CONFIG, small)
+
+
 @pytest.mark.parametrize("opts, priors, stride", [
     ([], True, 16),                                            # MPN with coarse priors
     (["mpn.last_stride", "2"], True, 32),                      # priors made at F's size

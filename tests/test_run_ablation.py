@@ -28,7 +28,8 @@ def fake_subprocess(tmp_path, monkeypatch):
         with open(os.path.join(save_dir, "results.json"), "w") as f:
             json.dump({"wall_time_s": 60.0, "results": {"s": {"rank1": 0.5, "mAP": 0.4}}}, f)
 
-    monkeypatch.setattr(run_ablation, "prepare_data", lambda root, kind, py: str(tmp_path / kind))
+    monkeypatch.setattr(run_ablation, "prepare_data",
+                        lambda root, kind, py: run_ablation.data_root_of(root, kind))
     return fake_training_subprocess(monkeypatch, write)
 
 
@@ -97,13 +98,32 @@ def test_ide_protocol_upper_bound_gets_an_error_free_ide(tmp_path, monkeypatch):
     cmds = fake_subprocess(tmp_path, monkeypatch)
     log = str(tmp_path / "log")
     table = run_ablation.main(["--log-dir", log, "--runs", "baseline_ub", "--groups", "table1",
-                               "--seeds", "1", "--ide-epochs", "2"])
+                               "--seeds", "1", "--ide-epochs", "2", "--root", str(tmp_path)])
     ide, ub = cmds
     assert ide[ide.index("--root") + 1] == ub[ub.index("--root") + 1] == str(
         tmp_path / "error_free")
     assert ub[ub.index("mpn.init_weights") + 1] == os.path.join(
         f"{log}_ide2", "ide_error_free", "seed1", "model", "model.pth.tar-2")
     assert "| IDE on error-free boxes" in table
+
+
+def test_finished_runs_of_another_training_are_refused_not_reused(tmp_path, monkeypatch, capsys):
+    """A --log-dir holding a run of another schedule (--epochs) must not pass its result off
+    as this command's: training refuses before anything runs, --report-only warns; the same
+    training spelt as the config's own value is reused."""
+    cmds = fake_subprocess(tmp_path, monkeypatch)
+    base = ["--log-dir", str(tmp_path / "log"), "--runs", "k1", "--groups", "fig7",
+            "--root", str(tmp_path / "data")]
+    run_ablation.main([*base, "--epochs", "2"])
+    assert len(cmds) == 1
+    refused = "(?s)k1/seed1: started with .*max_epoch 2.*another --log-dir"
+    with pytest.raises(ValueError, match=refused):
+        run_ablation.main([*base, "--epochs", "3"])
+    assert len(cmds) == 1
+    table = run_ablation.main([*base, "--epochs", "3", "--report-only"])
+    assert "warning" in capsys.readouterr().out and "| 1 (of 1) |" in table
+    run_ablation.main([*base, "--epochs", "2"])
+    assert len(cmds) == 1                                            # same training: reused
 
 
 def test_mpn_experiments_ablation_is_the_tool(tmp_path, monkeypatch):

@@ -3,7 +3,9 @@ plus torchreid's own ``pcb_p6`` and ``osnet_x1_0``: same data, seeds, budget and
 for every run; Markdown tables of Rank-1 / mAP (mean +- std over seeds).
 
 Resumable: every run writes ``<log-dir>/<run>/seed<k>/results.json``; runs that have it are
-not retrained, so the set can be spread over sessions (``--max-runs``). The synthetic
+not retrained, so the set can be spread over sessions (``--max-runs``). A finished run started
+with another training than the one planned (other ``--epochs``, ``--flip``, a config changed
+since) is refused, not reused: pass another ``--log-dir`` (``--report-only`` warns). The synthetic
 generator is frozen: its config hash and the hash of its source file are recorded below, in
 every table, and checked before any new run (the benchmark must not be tuned to the method).
 
@@ -50,6 +52,7 @@ from .runner import (
     last_checkpoint,
     load_results,
     mean_std,
+    refuse_changed,
     run_training,
     train_command,
     train_missing,
@@ -167,9 +170,15 @@ def check_frozen(allow: bool) -> Dict[str, str]:
     return got
 
 
+def data_root_of(root: str, kind: str) -> str:
+    """The folder of the dataset ``kind`` (``default`` or ``error_free`` boxes) under ``root``."""
+    return root if kind == "default" else osp.join(root, "error_free")
+
+
 def prepare_data(root: str, kind: str, py: str) -> str:
-    """Generate the dataset (default or error-free boxes) and its priors; returns its root."""
-    data_root = root if kind == "default" else osp.join(root, "error_free")
+    """Generate the dataset (default or error-free boxes) and its priors; returns its root
+    (:func:`data_root_of`)."""
+    data_root = data_root_of(root, kind)
     extra = ["--error-free-boxes"] if kind == "error_free" else []
     subprocess.run([py, "tools/make_synthetic_dataset.py", "--root", data_root, *extra],
                    cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
@@ -201,10 +210,9 @@ def save_dir_of(run: Run, seed: int, args) -> str:
     return osp.dirname(result_path(run_log_dir(run, args), run, seed))
 
 
-def train(run: Run, seed: int, args, data_root: str) -> None:
-    """Train ``run`` with ``seed`` on the data in ``data_root`` (from its stage-1 IDE model
-    with ``--ide-epochs``)."""
-    save_dir = save_dir_of(run, seed, args)
+def command_of(run: Run, seed: int, args, data_root: str) -> List[str]:
+    """The training command of ``run`` with ``seed`` on the data in ``data_root`` (from its
+    stage-1 IDE model with ``--ide-epochs``)."""
     opts = [*run.opts, "test.flip", str(args.flip)]
     if run in IDE_RUNS:
         opts += ["train.max_epoch", str(args.ide_epochs)]
@@ -213,8 +221,14 @@ def train(run: Run, seed: int, args, data_root: str) -> None:
     if args.ide_epochs and not run.torchreid:
         opts += ["mpn.init_weights",
                  last_checkpoint(save_dir_of(ide_run_for(run), seed, args), args.ide_epochs)]
-    run_training(train_command(run.config, seed, save_dir, root=data_root, opts=opts),
-                 save_dir, f"[ablation] {run.name} seed {seed}")
+    return train_command(run.config, seed, save_dir_of(run, seed, args), root=data_root,
+                         opts=opts)
+
+
+def train(run: Run, seed: int, args, data_root: str) -> None:
+    """Train ``run`` with ``seed`` on the data in ``data_root`` (:func:`command_of`)."""
+    run_training(command_of(run, seed, args, data_root), save_dir_of(run, seed, args),
+                 f"[ablation] {run.name} seed {seed}")
 
 
 def load(run: Run, seed: int, args) -> Optional[dict]:
@@ -229,14 +243,16 @@ def load(run: Run, seed: int, args) -> Optional[dict]:
 def plan(runs: List[Run], seeds_for, args) -> List[PlannedRun]:
     """Every training ``runs`` need, in order: with ``--ide-epochs`` the stage-1 IDE run of a
     seed before that seed's MPN-family runs; a row that reuses another (``same_as``) and a
-    stage 1 shared by several rows, once."""
+    stage 1 shared by several rows, once; each with its command (its data under ``--root``)."""
     planned, seen = [], set()
 
     def add(run, seed):
         if (run.name, seed) not in seen:
             seen.add((run.name, seed))
             protocol = "scratch" if run_log_dir(run, args) == args.log_dir else "two_stage"
-            planned.append(PlannedRun(protocol, run.name, seed, save_dir_of(run, seed, args)))
+            command = command_of(run, seed, args, data_root_of(args.root, run.data))
+            planned.append(PlannedRun(protocol, run.name, seed, save_dir_of(run, seed, args),
+                                      command))
 
     for r in runs:
         for s in seeds_for(r):
@@ -332,6 +348,8 @@ def run(args, argv: List[str]) -> str:
             print(f"{r.group:9s} {r.name:24s} {r.config} {' '.join(r.opts)}  seeds {seeds_for(r)}")
         return ""
     frozen = check_frozen(args.allow_unfrozen)
+    planned = plan(runs, seeds_for, args)
+    refuse_changed(planned, args.log_dir, args.report_only, tag="ablation")
     if not args.report_only:
         by_name = {r.name: r for r in (*RUNS, *IDE_RUNS)}
         roots = {}
@@ -342,7 +360,7 @@ def run(args, argv: List[str]) -> str:
                 roots[r.data] = prepare_data(args.root, r.data, sys.executable)
             train(r, planned.seed, args, roots[r.data])
 
-        train_missing(plan(runs, seeds_for, args), start, args.max_runs, tag="ablation",
+        train_missing(planned, start, args.max_runs, tag="ablation",
                       desc="ablation runs")
     table = report(runs, seeds_for, frozen, args)
     print(table)

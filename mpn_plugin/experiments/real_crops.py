@@ -55,11 +55,11 @@ from typing import Dict, List, Optional
 
 from .runner import (
     PlannedRun,
-    changed_runs,
     last_checkpoint,
     mean_std,
     merge,
     record,
+    refuse_changed,
     run_training,
     train_command,
     train_missing,
@@ -268,17 +268,7 @@ def run(args, argv: Optional[List[str]] = None) -> List[Dict]:
         runs, tabulate = probe_plan(args, load_probes(args.probes)), probe_table
     else:
         runs, tabulate = plan(args), table
-    changed = changed_runs(runs)
-    if changed:
-        listing = "\n".join(f"  {run.save_dir}: started with {was}" for run, was in changed[:5])
-        more = f"\n  (and {len(changed) - 5} more)" if len(changed) > 5 else ""
-        message = (f"{len(changed)} finished run(s) in --log-dir {args.log_dir} were started "
-                   f"with another command than this one plans:\n{listing}{more}\n")
-        if not args.report_only:
-            raise ValueError(message + "Their results would be reused as if they were this "
-                             "command's. Pass another --log-dir (e.g. one per --opts), or move "
-                             "those folders away; nothing was trained or written.")
-        print("[real crops] warning: " + message + "their rows are tabulated as recorded.")
+    refuse_changed(runs, args.log_dir, args.report_only, tag="real crops")
     if not args.report_only:
         train_missing(runs, lambda r: run_training(r.command, r.save_dir,
                                                    f"[real crops] {shlex.join(r.command)}"),

@@ -24,8 +24,8 @@ from ..file_io import write_text  # noqa: F401  (re-exported: runner.write_text)
 from ..progress import progress_bar
 
 __all__ = ["ROOT", "PlannedRun", "train_command", "last_checkpoint", "run_training",
-           "started_with", "changed_runs", "load_results", "headline", "readout_scores",
-           "train_missing", "record", "merge", "write_text", "mean_std"]
+           "started_with", "changed_runs", "refuse_changed", "load_results", "headline",
+           "readout_scores", "train_missing", "record", "merge", "write_text", "mean_std"]
 
 #: The repository root: the working directory of every training (configs and data paths in
 #: the commands are relative to it).
@@ -42,8 +42,7 @@ class PlannedRun:
         name (str): the model, probe or ablation row (``ide``: a stage 1).
         seed (int): ``train.seed``.
         save_dir (str): the run's folder (``data.save_dir``).
-        command (list): the training command; empty when it is only known once the run's
-            data is prepared (the ablations build it then).
+        command (list): the training command.
         stage1_dir (str): the folder of the IDE run it starts from (two-stage protocol), or
             None.
     """
@@ -127,6 +126,41 @@ def changed_runs(runs: Sequence[PlannedRun]) -> List[Tuple[PlannedRun, str]]:
     return changed
 
 
+def refuse_changed(runs: Sequence[PlannedRun], log_dir: str, report_only: bool = False,
+                   tag: str = "runs") -> None:
+    """Stop before anything is trained or written when finished runs of ``runs`` were started
+    with another training than the one planned (:func:`changed_runs`): their results would be
+    reused as if they answered this command. With ``report_only`` it only warns (their rows are
+    tabulated as recorded).
+
+    Args:
+        runs (list): the planned runs, each with its command.
+        log_dir (str): the experiment's ``--log-dir`` (named in the message).
+        report_only (bool): warn instead of raising.
+        tag (str): the prefix of the warning.
+
+    Raises:
+        ValueError: naming up to five such folders, the commands they were started with, and
+            the fix (another ``--log-dir``, or move the folders away).
+
+    Examples::
+
+        >>> refuse_changed(plan, args.log_dir, args.report_only, tag="ablation")
+    """
+    changed = changed_runs(runs)
+    if not changed:
+        return
+    listing = "\n".join(f"  {run.save_dir}: started with {was}" for run, was in changed[:5])
+    more = f"\n  (and {len(changed) - 5} more)" if len(changed) > 5 else ""
+    message = (f"{len(changed)} finished run(s) in --log-dir {log_dir} were started with "
+               f"another command than this one plans:\n{listing}{more}\n")
+    if not report_only:
+        raise ValueError(message + "Their results would be reused as if they were this "
+                         "command's. Pass another --log-dir (e.g. one per --opts or --epochs), "
+                         "or move those folders away; nothing was trained or written.")
+    print(f"[{tag}] warning: " + message + "their rows are tabulated as recorded.", flush=True)
+
+
 def _what_it_trains(cmd: Sequence[str]):
     """What a ``tools/train.py`` command trains: its complete config (defaults, file, ``--root``
     and overrides resolved, so a value set on the command line equals the same value in the
@@ -139,7 +173,7 @@ def _what_it_trains(cmd: Sequence[str]):
         ns = build_parser().parse_args(args[1:] if args[:1] == ["tools/train.py"] else args)
         if ns.config_file and not osp.isabs(ns.config_file):
             ns.config_file = osp.join(ROOT, ns.config_file)
-        cfg = setup_cfg(ns)
+        cfg = setup_cfg(ns, check=False)     # resolved, not value-checked (no backbone built)
     except Exception:                     # noqa: BLE001  (any failure: compare the arguments)
         return [a for i, a in enumerate(args)
                 if a != "data.save_dir" and (i == 0 or args[i - 1] != "data.save_dir")]
