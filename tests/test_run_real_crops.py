@@ -161,6 +161,26 @@ def test_probes_run_in_order_share_the_ide_stage_resume_and_record_every_readout
     assert run_real_crops.main(args) == rows and cmds == []       # resumed: nothing retrained
 
 
+def test_a_probe_that_trains_the_ide_is_the_ide_trained_once(tmp_path, monkeypatch):
+    """The softmax model at --ide-epochs is the IDE stage (same resolved config): trained once
+    per seed, both rows read from the IDE's folder; at other epochs it is its own run."""
+    cmds = fake_probe_subprocess(monkeypatch)
+    probes = _write_probes(tmp_path, """
+- {name: paper, model: mpn_paper_protocol, ide: true}
+- {name: softmax, model: softmax}
+- {name: softmax_16ep, model: softmax, opts: [train.max_epoch, "16"]}
+""")
+    rows = run_real_crops.main(["--probes", probes, "--seeds", "1", "--log-dir",
+                                str(tmp_path / "log"), "--dataset", "jit", "--root", "data/jit",
+                                "--ide-epochs", "10"])
+    names = [c[c.index("data.save_dir") + 1].split(os.sep)[-2] for c in cmds]
+    assert names == ["ide", "paper", "softmax_16ep"]
+    by_name = {r["model"]: r for r in rows}
+    assert by_name["softmax"]["command"] == by_name["ide"]["command"]
+    assert by_name["softmax"]["epochs"] == 10 and by_name["softmax_16ep"]["epochs"] == 16
+    assert not os.path.exists(tmp_path / "log" / "probes" / "jit" / "softmax")
+
+
 @pytest.mark.parametrize("text,match", [
     ("{name: a}", "expected a list"),
     ("- {model: mpn}", "needs a 'name'"),

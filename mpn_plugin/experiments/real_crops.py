@@ -61,6 +61,7 @@ from .runner import (
     record,
     refuse_changed,
     run_training,
+    same_training,
     train_command,
     train_missing,
     write_text,
@@ -168,17 +169,21 @@ def load_probes(path: str) -> List[dict]:
 
 def probe_plan(args, probes) -> List[PlannedRun]:
     """Every probe run (protocol ``probe``, the probe's name) over ``--seeds``; the IDE stage
-    of a seed comes first when a probe needs it."""
+    of a seed comes first when a probe needs it. A probe that trains exactly the seed's IDE
+    (the softmax model at ``--ide-epochs``: the same resolved config) is that run, trained
+    once: its row reads the IDE's folder."""
     runs = []
     for seed in args.seeds:
         ide_dir = osp.join(args.log_dir, "probes", args.dataset, "ide", f"seed{seed}")
-        if any(p["ide"] for p in probes):
-            runs.append(ide_run(args, seed, ide_dir, "probe"))
+        ide = ide_run(args, seed, ide_dir, "probe") if any(p["ide"] for p in probes) else None
+        runs += [ide] if ide else []
         for p in probes:
             save_dir = osp.join(args.log_dir, "probes", args.dataset, p["name"], f"seed{seed}")
             extra = [*p["opts"], *(stage_two_opts(args, ide_dir) if p["ide"] else [])]
-            runs.append(PlannedRun("probe", p["name"], seed, save_dir,
-                                   command(args, p["model"], seed, save_dir, extra),
+            cmd = command(args, p["model"], seed, save_dir, extra)
+            if ide and not p["ide"] and same_training(cmd, ide.command):
+                save_dir, cmd = ide.save_dir, ide.command
+            runs.append(PlannedRun("probe", p["name"], seed, save_dir, cmd,
                                    ide_dir if p["ide"] else None))
     return runs
 

@@ -24,8 +24,9 @@ from ..file_io import write_text  # noqa: F401  (re-exported: runner.write_text)
 from ..progress import progress_bar
 
 __all__ = ["ROOT", "PlannedRun", "train_command", "last_checkpoint", "run_training",
-           "started_with", "changed_runs", "refuse_changed", "load_results", "headline",
-           "readout_scores", "train_missing", "record", "merge", "write_text", "mean_std"]
+           "started_with", "same_training", "changed_runs", "refuse_changed", "load_results",
+           "headline", "readout_scores", "train_missing", "record", "merge", "write_text",
+           "mean_std"]
 
 #: The repository root: the working directory of every training (configs and data paths in
 #: the commands are relative to it).
@@ -121,9 +122,21 @@ def changed_runs(runs: Sequence[PlannedRun]) -> List[Tuple[PlannedRun, str]]:
             continue
         with open(path) as f:
             was = f.read().strip()
-        if _what_it_trains(shlex.split(was)) != _what_it_trains(run.command):
+        if not same_training(shlex.split(was), run.command):
             changed.append((run, was))
     return changed
+
+
+def same_training(cmd: Sequence[str], other: Sequence[str]) -> bool:
+    """Whether two ``tools/train.py`` commands train the same thing: equal resolved configs,
+    their run folders aside (see :func:`_what_it_trains`).
+
+    Examples::
+
+        >>> same_training(train_command(cfg, 1, 'log/a'), train_command(cfg, 1, 'log/b'))
+        True
+    """
+    return _what_it_trains(cmd) == _what_it_trains(other)
 
 
 def refuse_changed(runs: Sequence[PlannedRun], log_dir: str, report_only: bool = False,
